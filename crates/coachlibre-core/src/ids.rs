@@ -1,0 +1,92 @@
+//! Typed identifiers. Every id is a UUID v7 (time-ordered, so ids double as pagination
+//! cursors), wrapped in its own type so a user id can never be passed where a tenant id is
+//! expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+        )]
+        #[serde(transparent)]
+        #[schema(value_type = String, format = Uuid)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A fresh, time-ordered id.
+            pub fn generate() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// The underlying UUID.
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(u: Uuid) -> Self {
+                Self(u)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A tenant: a coaching practice or a school.
+    TenantId
+);
+id_type!(
+    /// A person with an account inside a tenant.
+    UserId
+);
+id_type!(
+    /// An API key issued to a user for integrations.
+    ApiKeyId
+);
+id_type!(
+    /// A stored refresh token.
+    RefreshTokenId
+);
+id_type!(
+    /// A chain of refresh tokens descended from one login.
+    SessionFamilyId
+);
+id_type!(
+    /// An audit log entry.
+    AuditId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_time_ordered_and_round_trip() {
+        let a = UserId::generate();
+        let b = UserId::generate();
+        assert!(a < b);
+        let parsed: UserId = a.to_string().parse().unwrap();
+        assert_eq!(parsed, a);
+        assert!("not-a-uuid".parse::<UserId>().is_err());
+    }
+}

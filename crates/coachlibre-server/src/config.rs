@@ -1,0 +1,247 @@
+//! Configuration: built-in defaults, then `coachlibre.toml`, then `COACHLIBRE_*` environment
+//! variables (nested keys with `__`, e.g. `COACHLIBRE_HTTP__BODY_LIMIT_BYTES`). Secrets are
+//! wrapped in [`Secret`] so they never reach a log line or `coachlibre config`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A configuration value that is never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Everything `coachlibre` can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// Directory for the SQLite file, the generated secret key and anything else written.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://USER@HOST/DB`; default: SQLite in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// Master secret (32+ bytes) from which token-signing and encryption keys derive. Default:
+    /// generated once into `data_dir/secret.key`. Set it explicitly when several nodes share
+    /// one PostgreSQL database.
+    pub secret_key: Option<Secret>,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Email of the admin created on first start (default `admin@localhost`).
+    pub admin_email: Option<String>,
+    /// Password of that admin; when absent a random one is printed once.
+    pub admin_password: Option<Secret>,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub rate_limit: RateLimitConfig,
+    pub auth: AuthConfig,
+}
+
+/// Database pool settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+}
+
+/// HTTP protection settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Requests taking longer are answered 503.
+    pub request_timeout_secs: u64,
+    /// Origins allowed by CORS (e.g. `https://app.example.org`); empty: same origin only.
+    pub cors_origins: Vec<String>,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_forwarded_for: bool,
+}
+
+/// Token-bucket rate limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Turn all rate limiting off (benchmarks, trusted networks).
+    pub enabled: bool,
+    /// Sustained requests per second per client IP.
+    pub per_ip_per_second: f64,
+    /// Burst per client IP.
+    pub per_ip_burst: u32,
+    /// Sustained requests per second per authenticated user.
+    pub per_user_per_second: f64,
+    /// Burst per user.
+    pub per_user_burst: u32,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_days: u64,
+    /// Failed logins before the account locks.
+    pub lockout_threshold: i32,
+    /// First lock duration; doubles with each further failure.
+    pub lockout_base_secs: u64,
+    pub lockout_max_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./data"),
+            database_url: None,
+            secret_key: None,
+            log_format: LogFormat::Text,
+            admin_email: None,
+            admin_password: None,
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            cors_origins: Vec::new(),
+            trust_forwarded_for: false,
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_ip_per_second: 50.0,
+            per_ip_burst: 200,
+            per_user_per_second: 20.0,
+            per_user_burst: 100,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let d = coachlibre_core::auth::AuthPolicy::default();
+        Self {
+            access_token_ttl_secs: d.access_ttl.as_secs(),
+            refresh_token_ttl_days: d.refresh_ttl.as_secs() / 86_400,
+            lockout_threshold: d.lockout_threshold,
+            lockout_base_secs: d.lockout_base.as_secs(),
+            lockout_max_secs: d.lockout_max.as_secs(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Load defaults ← `file` (if it exists) ← environment.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        Self::figment(file)
+            .extract()
+            .map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The layered sources, for callers that add their own (CLI flags).
+    pub fn figment(file: &Path) -> Figment {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file(file))
+            .merge(
+                Env::prefixed("COACHLIBRE_")
+                    .ignore(&["config", "models_dir"])
+                    .split("__"),
+            )
+    }
+
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.expose().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("coachlibre.db").display()),
+        }
+    }
+
+    /// The configuration as TOML with secrets masked and the database URL's password hidden.
+    pub fn to_masked_toml(&self) -> Result<String, ConfigError> {
+        let mut value = toml::Value::try_from(self).map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(t) = value.as_table_mut() {
+            t.insert(
+                "database_url".into(),
+                toml::Value::String(coachlibre_store::redact_url(&self.database_url())),
+            );
+        }
+        toml::to_string_pretty(&value).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The authentication policy these settings describe.
+    pub fn auth_policy(&self) -> coachlibre_core::auth::AuthPolicy {
+        use std::time::Duration;
+        coachlibre_core::auth::AuthPolicy {
+            access_ttl: Duration::from_secs(self.auth.access_token_ttl_secs),
+            refresh_ttl: Duration::from_secs(self.auth.refresh_token_ttl_days * 86_400),
+            lockout_threshold: self.auth.lockout_threshold,
+            lockout_base: Duration::from_secs(self.auth.lockout_base_secs),
+            lockout_max: Duration::from_secs(self.auth.lockout_max_secs),
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The CoachLibre HTTP server.
+//!
+//! [`Application::build`] opens the store (migrating it), creates the first tenant and admin
+//! on an empty database, derives the keys, binds the listener and assembles the router;
+//! [`Application::run_until_stopped`] serves until the shutdown future resolves, then drains
+//! requests in flight. The binary and the test harness both go through these two steps.
+//!
+//! Request pipeline, outermost first: request id → trace span → panic catcher → JSON error
+//! bodies → security headers → CORS → timeout → body limit → metrics → per-IP rate limit →
+//! (on protected routes) authentication, scope check and per-user rate limit → handler.
+
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod routes;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{from_fn_with_state, map_response};
+use coachlibre_core::accounts::{Accounts, CreatedUser};
+use coachlibre_core::auth::{Auth, Keys};
+use coachlibre_core::store::Store;
+use coachlibre_core::tenant::Tenant;
+use coachlibre_store::{ConnectOptions, SqlStore};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::middleware::metrics::Metrics;
+use crate::state::{AppState, Limits};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "CoachLibre API", description = "Self-hostable AI coaching platform. \
+        Errors are `{\"error\": {\"code\", \"message\"}}` with a stable `code`. \
+        Authenticate with `Authorization: Bearer <access token or API key>`."),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "auth", description = "Sign-in, tokens, two-factor"),
+        (name = "me", description = "The signed-in user"),
+        (name = "users", description = "People of the tenant and their roles"),
+        (name = "api-keys", description = "Keys for integrations"),
+        (name = "audit", description = "Audit trail"),
+        (name = "operations", description = "Probes and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route and the OpenAPI document describing them.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    use routes::{api_keys, audit, auth, health, me, users};
+
+    let public = OpenApiRouter::new()
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh));
+    let protected = OpenApiRouter::new()
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::mfa_enroll))
+        .routes(routes!(auth::mfa_verify))
+        .routes(routes!(auth::mfa_disable))
+        .routes(routes!(me::get_me))
+        .routes(routes!(me::change_password))
+        .routes(routes!(me::get_tenant))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(users::get_user))
+        .routes(routes!(users::set_user_role))
+        .routes(routes!(users::reset_user_password))
+        .routes(routes!(users::list_user_coaches))
+        .routes(routes!(users::assign_coach, users::unassign_coach))
+        .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
+        .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(audit::list_audit))
+        .route_layer(from_fn_with_state(state.clone(), middleware::require_auth));
+    let api = public
+        .merge(protected)
+        .layer(from_fn_with_state(state.clone(), middleware::guard));
+    let ops = OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics));
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api)
+        .merge(ops)
+        .split_for_parts();
+    let router = router
+        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi.clone()))
+        .with_state(state);
+    (router, openapi)
+}
+
+/// The router wrapped in the protection and observability layers.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    let metrics = state.metrics.clone();
+    let (router, _) = router(state);
+    let request_id = HeaderName::from_static("x-request-id");
+    let mut app = router
+        .layer(from_fn_with_state(metrics, middleware::metrics::record))
+        .layer(DefaultBodyLimit::max(config.http.body_limit_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(config.http.request_timeout_secs),
+        ));
+    if !config.http.cors_origins.is_empty() {
+        let origins: Vec<HeaderValue> = config
+            .http
+            .cors_origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(AllowOrigin::list(origins))
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                ])
+                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+                .max_age(Duration::from_secs(3600)),
+        );
+    }
+    let security_headers = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             script-src 'self'; frame-ancestors 'none'",
+        ),
+    ];
+    for (name, value) in security_headers {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    app.layer(map_response(error::json_error_bodies))
+        .layer(CatchPanicLayer::new())
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Connect to the configured database and apply pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<SqlStore>> {
+    let url = config.database_url();
+    let opts = ConnectOptions {
+        max_connections: config.database.max_connections,
+        acquire_timeout: Duration::from_secs(config.database.acquire_timeout_secs),
+    };
+    let store = SqlStore::connect(&url, &opts)
+        .await
+        .with_context(|| format!("opening {}", coachlibre_store::redact_url(&url)))?;
+    for m in store.migrate().await? {
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(Arc::new(store))
+}
+
+/// The master secret: from the config, else from `data_dir/secret.key` (created once, 0600).
+pub fn load_keys(config: &Config) -> anyhow::Result<Keys> {
+    if let Some(s) = &config.secret_key {
+        return Keys::from_master(s.expose().as_bytes()).map_err(|e| anyhow::anyhow!("{e}"));
+    }
+    let path = config.data_dir.join("secret.key");
+    let master = match std::fs::read_to_string(&path) {
+        Ok(s) => s.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_secret_file(&path)?,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Keys::from_master(master.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn create_secret_file(path: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let secret = coachlibre_core::auth::secret::random_token(48);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    tracing::info!(path = %path.display(), "generated a new secret key");
+    Ok(secret)
+}
+
+/// Build the services over a store.
+pub fn build_state(config: Config, store: Arc<dyn Store>, keys: Keys) -> anyhow::Result<AppState> {
+    let policy = config.auth_policy();
+    Ok(AppState {
+        auth: Auth::new(store.clone(), keys, policy),
+        accounts: Accounts::new(store.clone()),
+        metrics: Metrics::new()?,
+        limits: Arc::new(Limits::from_config(&config)),
+        config: Arc::new(config),
+        store,
+    })
+}
+
+/// A ready-to-serve server.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    store: Arc<SqlStore>,
+    bootstrap: Option<(Tenant, CreatedUser)>,
+}
+
+impl Application {
+    /// Open the store, bootstrap an empty database, bind the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let keys = load_keys(&config)?;
+        let accounts = Accounts::new(store.clone());
+        let admin_email = config
+            .admin_email
+            .clone()
+            .unwrap_or_else(|| "admin@localhost".to_owned());
+        let bootstrap = accounts
+            .bootstrap(
+                &admin_email,
+                config.admin_password.as_ref().map(config::Secret::expose),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("creating the first admin: {e}"))?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("binding {}", config.bind))?;
+        let state = build_state(config, store.clone(), keys)?;
+        Ok(Self {
+            listener,
+            state,
+            store,
+            bootstrap,
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The tenant and admin created on this start, if the database was empty.
+    pub fn bootstrap(&self) -> Option<&(Tenant, CreatedUser)> {
+        self.bootstrap.as_ref()
+    }
+
+    /// Serve until `shutdown` resolves, then finish requests in flight and close the pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = app(self.state);
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

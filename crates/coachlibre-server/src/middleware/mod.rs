@@ -1,0 +1,75 @@
+//! Request pipeline pieces: client address and rate limits, authentication, metrics.
+
+pub mod metrics;
+pub mod ratelimit;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use coachlibre_core::actor::Scope;
+use coachlibre_core::error::AuthFailure;
+
+use crate::error::ApiError;
+use crate::extract::ClientIp;
+use crate::state::AppState;
+
+fn retry_secs(d: std::time::Duration) -> u64 {
+    d.as_secs_f64().ceil() as u64
+}
+
+/// Resolve the client address and apply the per-IP limit (stricter on sign-in).
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let ip = ClientIp::resolve(&parts, state.config.http.trust_forwarded_for);
+    parts.extensions.insert(ip);
+    if state.limits.enabled {
+        let is_login = parts.uri.path() == "/api/v1/auth/login";
+        let limited = state.limits.per_ip.check(&ip.0).err().or_else(|| {
+            is_login
+                .then(|| state.limits.login_per_ip.check(&ip.0).err())
+                .flatten()
+        });
+        if let Some(wait) = limited {
+            return ApiError::rate_limited(retry_secs(wait)).into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+/// Authenticate the bearer credential, check the API key scope the method needs, apply the
+/// per-user limit, and hand the [`Actor`](coachlibre_core::actor::Actor) to the handler.
+pub async fn require_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(bearer) = bearer else {
+        return ApiError::from(AuthFailure::MissingCredentials).into_response();
+    };
+    let actor = match state.auth.authenticate(bearer).await {
+        Ok(a) => a,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let needed = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        Scope::Read
+    } else {
+        Scope::Write
+    };
+    if let Err(e) = actor.require_scope(needed) {
+        return ApiError::from(e).into_response();
+    }
+    if state.limits.enabled
+        && let Err(wait) = state.limits.per_user.check(&actor.user_id)
+    {
+        return ApiError::rate_limited(retry_secs(wait)).into_response();
+    }
+    req.extensions_mut().insert(actor);
+    next.run(req).await
+}

@@ -1,0 +1,31 @@
+//! HTTP handlers, one module per resource. Each handler is thin: parse, call a service of
+//! `coachlibre-core`, shape the answer. Every route is listed in [`crate::router`].
+
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
+pub mod health;
+pub mod me;
+pub mod users;
+
+use coachlibre_core::page::PageRequest;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::error::ApiError;
+
+/// Pagination parameters shared by every list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page (1–200, default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    pub fn parse(&self) -> Result<PageRequest, ApiError> {
+        Ok(PageRequest::parse(self.limit, self.cursor.as_deref())?)
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on a random port, over HTTP, against a fresh database
+//! on SQLite and (when `TEST_DATABASE_URL` is set) PostgreSQL.
+
+mod auth;
+mod errors;
+mod helpers;
+mod isolation;
+mod operations;
+mod users;

@@ -1,0 +1,217 @@
+//! SQLite and PostgreSQL implementations of the CoachLibre storage traits.
+//!
+//! The backend is chosen by the scheme of the database URL (`sqlite:` or `postgres:`). Both
+//! share one body of SQL: the statements are written in the common dialect (`$n` parameters,
+//! `ON CONFLICT`, `RETURNING`), and the [`on_pool!`] macro expands each method once per
+//! driver, so every query runs on the native driver with native types (UUID and TIMESTAMPTZ
+//! on PostgreSQL; 16-byte blobs and RFC 3339 text on SQLite) without a second copy of the
+//! code. Where the dialects differ (migrations, locking), the code says so explicitly.
+//!
+//! SQLite runs in WAL mode with `synchronous = FULL` (an acknowledged write survives a crash
+//! of the process or the machine), foreign keys on and a busy timeout.
+
+mod migrate;
+mod rows;
+mod store;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use coachlibre_core::store::StoreError;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+pub use migrate::Applied;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long a query waits for a connection (and SQLite for a lock).
+    pub acquire_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors while connecting or migrating.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    #[error("cannot open the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    #[error("migration {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("the database has migration {0}, newer than this binary knows: upgrade coachlibre")]
+    TooNew(i64),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Run `$body` with `$p` bound to the concrete pool. The body is compiled once per driver.
+macro_rules! on_pool {
+    ($self:expr, $p:ident => $body:expr) => {
+        match &$self.pool {
+            $crate::Pool::Sqlite($p) => $body,
+            $crate::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// The SQL store; implements every storage trait of `coachlibre-core`.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) pool: Pool,
+}
+
+/// Which backend a URL selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Select the backend by URL scheme.
+    pub fn of_url(url: &str) -> Result<Self, ConnectError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(ConnectError::UnsupportedUrl(redact_url(url)))
+        }
+    }
+}
+
+/// The URL with any password replaced by `***`, for logs and `coachlibre config`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    let masked = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_owned()
+    };
+    let sep = if rest.contains('/') { "/" } else { "" };
+    format!("{scheme}://{masked}@{host}{sep}{path}")
+}
+
+impl SqlStore {
+    /// Open a pool on `url`. SQLite files (and their directory) are created if missing.
+    pub async fn connect(url: &str, opts: &ConnectOptions) -> Result<Self, ConnectError> {
+        let pool = match Backend::of_url(url)? {
+            Backend::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(ConnectError::Connect)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(opts.acquire_timeout);
+                if let Some(dir) = options.get_filename().parent()
+                    && !dir.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| ConnectError::Connect(e.into()))?;
+                }
+                Pool::Sqlite(
+                    SqlitePoolOptions::new()
+                        .max_connections(opts.max_connections)
+                        .acquire_timeout(opts.acquire_timeout)
+                        .connect_with(options)
+                        .await
+                        .map_err(ConnectError::Connect)?,
+                )
+            }
+            Backend::Postgres => Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .connect(url)
+                    .await
+                    .map_err(ConnectError::Connect)?,
+            ),
+        };
+        Ok(Self { pool })
+    }
+
+    /// Close every connection (waits for queries in flight).
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+/// Map a driver error to the storage error the domain understands.
+pub(crate) fn db_err(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(d.message().to_owned())
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_by_scheme() {
+        assert_eq!(
+            Backend::of_url("sqlite://data/x.db").unwrap(),
+            Backend::Sqlite
+        );
+        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::of_url("postgres://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert_eq!(
+            Backend::of_url("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+        assert!(Backend::of_url("mysql://u:secret@h/db").is_err());
+        let msg = Backend::of_url("mysql://u:secret@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(!msg.contains("secret"), "{msg}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://data/c.db"), "sqlite://data/c.db");
+        assert_eq!(redact_url("postgres://u:p@ss@h"), "postgres://u:***@h");
+    }
+}

@@ -1,0 +1,124 @@
+//! Test harness: a fresh, empty database per test, on SQLite always and on PostgreSQL when
+//! `TEST_DATABASE_URL` is set (each PostgreSQL test gets its own schema, dropped afterwards).
+//!
+//! Used by the storage contract suite and by the server's integration tests.
+
+use std::path::{Path, PathBuf};
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// A throwaway directory, removed on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Create a new empty directory under the system temp dir.
+    pub fn new() -> std::io::Result<Self> {
+        let p = std::env::temp_dir().join(format!("coachlibre-test-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Which backend a test database lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh database. Dropping it removes its file or schema.
+#[derive(Debug)]
+pub struct TestDb {
+    pub kind: Kind,
+    /// URL to hand to `SqlStore::connect` or to the server's config.
+    pub url: String,
+    dir: TempDir,
+    pg_schema: Option<(String, String)>,
+}
+
+impl TestDb {
+    /// A directory that lives as long as the database (for data dirs in server tests).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A fresh SQLite database file.
+    pub fn sqlite() -> anyhow::Result<Self> {
+        let dir = TempDir::new()?;
+        let url = format!("sqlite://{}", dir.path().join("test.db").display());
+        Ok(Self {
+            kind: Kind::Sqlite,
+            url,
+            dir,
+            pg_schema: None,
+        })
+    }
+
+    /// A fresh schema in the PostgreSQL database of `TEST_DATABASE_URL`; `None` when unset.
+    pub async fn postgres() -> anyhow::Result<Option<Self>> {
+        let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
+            return Ok(None);
+        };
+        if base.trim().is_empty() {
+            return Ok(None);
+        }
+        let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = PgConnection::connect(&base).await?;
+        sqlx::raw_sql(&format!("CREATE SCHEMA \"{schema}\""))
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        Ok(Some(Self {
+            kind: Kind::Postgres,
+            url,
+            dir: TempDir::new()?,
+            pg_schema: Some((base, schema)),
+        }))
+    }
+
+    /// SQLite, plus PostgreSQL when configured: what every contract test runs on.
+    pub async fn all() -> anyhow::Result<Vec<Self>> {
+        let mut dbs = vec![Self::sqlite()?];
+        if let Some(pg) = Self::postgres().await? {
+            dbs.push(pg);
+        }
+        Ok(dbs)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, schema)) = self.pg_schema.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee: use a private one on its own thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut conn = PgConnection::connect(&base).await?;
+                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                    .execute(&mut conn)
+                    .await?;
+                conn.close().await
+            })
+            .map_err(std::io::Error::other)
+        })
+        .join();
+    }
+}
