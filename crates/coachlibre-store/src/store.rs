@@ -394,7 +394,7 @@ impl UserStore for SqlStore {
     ) -> StoreResult<bool> {
         on_pool!(self, p => {
             let found: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM coach_clients WHERE tenant_id = $1 AND coach_id = $2 AND client_id = $3",
+                "SELECT CAST(1 AS BIGINT) FROM coach_clients WHERE tenant_id = $1 AND coach_id = $2 AND client_id = $3",
             )
             .bind(tenant.as_uuid())
             .bind(coach.as_uuid())

@@ -36,7 +36,7 @@ where
 }
 
 fn tenant(slug: &str) -> Tenant {
-    Tenant::new(TenantSlug::parse(slug).unwrap(), "Practice").unwrap()
+    Tenant::new(TenantSlug::parse(slug).expect("slug"), "Practice").expect("tenant")
 }
 
 fn user(tenant: TenantId, email: &str, role: Role) -> User {
@@ -44,7 +44,7 @@ fn user(tenant: TenantId, email: &str, role: Role) -> User {
     User {
         id: UserId::generate(),
         tenant_id: tenant,
-        email: Email::parse(email).unwrap(),
+        email: Email::parse(email).expect("email"),
         display_name: "Someone".into(),
         role,
         password_hash: "$argon2id$placeholder".into(),

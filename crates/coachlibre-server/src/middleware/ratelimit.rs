@@ -3,7 +3,9 @@
 //! Each key has a bucket of `burst` tokens refilled at `rate` per second; a request takes one
 //! token or is refused with the exact wait until the next token. Buckets live in shards so
 //! that concurrent requests rarely contend on one lock, and idle buckets (full again) are
-//! dropped when a shard grows, so memory stays bounded under address scans.
+//! dropped when a shard grows, so memory stays bounded under address scans. A shard is swept
+//! only when it has doubled since its last sweep, so the cost of sweeping stays amortised
+//! O(1) per request even when every bucket is busy.
 //!
 //! Scope: one process. Several nodes behind a load balancer each enforce their own limits;
 //! a shared limiter (Redis) belongs with the scale-out work.
@@ -23,13 +25,20 @@ struct Bucket {
     last: Instant,
 }
 
+#[derive(Debug)]
+struct Shard<K> {
+    buckets: HashMap<K, Bucket>,
+    /// Sweep when the shard grows past this size.
+    sweep_at: usize,
+}
+
 /// A set of token buckets sharing one rate.
 #[derive(Debug)]
 pub struct RateLimiter<K> {
     rate: f64,
     burst: f64,
     hasher: RandomState,
-    shards: Vec<Mutex<HashMap<K, Bucket>>>,
+    shards: Vec<Mutex<Shard<K>>>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -39,21 +48,31 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             rate: rate.max(f64::MIN_POSITIVE),
             burst: f64::from(burst.max(1)),
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        buckets: HashMap::new(),
+                        sweep_at: SWEEP_ABOVE,
+                    })
+                })
+                .collect(),
         }
     }
 
     /// Take a token for `key` at `now`; on refusal, how long until one is available.
     pub fn check_at(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        let mut map = shard
+        let mut shard = shard
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if map.len() > SWEEP_ABOVE {
+        if shard.buckets.len() > shard.sweep_at {
             let (rate, burst) = (self.rate, self.burst);
-            map.retain(|_, b| b.tokens + now.duration_since(b.last).as_secs_f64() * rate < burst);
+            shard.buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.last).as_secs_f64() * rate < burst
+            });
+            shard.sweep_at = (shard.buckets.len() * 2).max(SWEEP_ABOVE);
         }
-        let b = map.entry(key.clone()).or_insert(Bucket {
+        let b = shard.buckets.entry(key.clone()).or_insert(Bucket {
             tokens: self.burst,
             last: now,
         });
@@ -98,15 +117,27 @@ mod tests {
     }
 
     #[test]
-    fn idle_buckets_are_swept() {
+    fn idle_buckets_are_swept_when_shards_grow() {
         let rl = RateLimiter::new(1000.0, 1);
+        let n = SWEEP_ABOVE * SHARDS * 2;
         let t0 = Instant::now();
-        for i in 0..(SWEEP_ABOVE * SHARDS * 2) {
+        // A scan of busy keys: nothing is idle, nothing can go.
+        for i in 0..n {
             let _ = rl.check_at(&i, t0);
         }
+        let total = |rl: &RateLimiter<usize>| -> usize {
+            rl.shards
+                .iter()
+                .map(|s| s.lock().unwrap().buckets.len())
+                .sum()
+        };
+        assert_eq!(total(&rl), n);
+        // A second scan a second later: the first scan's buckets are full again, so idle,
+        // and are dropped as the shards grow.
         let later = t0 + Duration::from_secs(1);
-        let _ = rl.check_at(&usize::MAX, later);
-        let total: usize = rl.shards.iter().map(|s| s.lock().unwrap().len()).sum();
-        assert!(total < SWEEP_ABOVE * SHARDS * 2, "{total}");
+        for i in n..2 * n {
+            let _ = rl.check_at(&i, later);
+        }
+        assert!(total(&rl) < n * 3 / 2, "{}", total(&rl));
     }
 }

@@ -208,7 +208,10 @@ fn decode_base32(s: &str) -> Vec<u8> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
     let (mut buf, mut bits, mut out) = (0u32, 0u32, Vec::new());
     for c in s.bytes() {
-        let v = ALPHABET.iter().position(|a| *a == c).unwrap() as u32;
+        let v = ALPHABET
+            .iter()
+            .position(|a| *a == c)
+            .expect("base32 alphabet") as u32;
         buf = (buf << 5) | v;
         bits += 5;
         if bits >= 8 {
