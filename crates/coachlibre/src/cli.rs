@@ -78,6 +78,21 @@ struct TenantArg {
     tenant: String,
 }
 
+impl TenantArg {
+    async fn find(&self, accounts: &Accounts) -> anyhow::Result<coachlibre_core::tenant::Tenant> {
+        accounts
+            .tenant_by_slug(&self.tenant)
+            .await
+            .with_context(|| {
+                format!(
+                    "no tenant '{}': list them with `coachlibre tenant list`, create one with \
+                 `coachlibre tenant create` ('default' is created by the first `coachlibre serve`)",
+                    self.tenant
+                )
+            })
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum UserCmd {
     /// Create a user; prints a generated password unless COACHLIBRE_NEW_PASSWORD is set.
@@ -228,7 +243,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     let addr = app.local_addr()?;
-    tracing::info!(%addr, "CoachLibre listening; API docs at http://{addr}/docs");
+    println!("CoachLibre is listening on http://{addr} (API docs: http://{addr}/docs)");
+    tracing::info!(%addr, "listening");
     app.run_until_stopped(shutdown_signal()).await
 }
 
@@ -256,7 +272,7 @@ async fn user(accounts: Accounts, cmd: UserCmd) -> anyhow::Result<()> {
             name,
             role,
         } => {
-            let t = accounts.tenant_by_slug(&tenant.tenant).await?;
+            let t = tenant.find(&accounts).await?;
             let password = std::env::var("COACHLIBRE_NEW_PASSWORD").ok();
             let created = accounts
                 .create_user(
@@ -278,7 +294,7 @@ async fn user(accounts: Accounts, cmd: UserCmd) -> anyhow::Result<()> {
             }
         }
         UserCmd::List { tenant, role } => {
-            let t = accounts.tenant_by_slug(&tenant.tenant).await?;
+            let t = tenant.find(&accounts).await?;
             println!("{:<36} {:<7} {:<32} NAME", "ID", "ROLE", "EMAIL");
             let mut page = PageRequest {
                 limit: MAX_LIMIT,
@@ -303,13 +319,13 @@ async fn user(accounts: Accounts, cmd: UserCmd) -> anyhow::Result<()> {
             email,
             role,
         } => {
-            let t = accounts.tenant_by_slug(&tenant.tenant).await?;
+            let t = tenant.find(&accounts).await?;
             let u = accounts.user_by_email(t.id, &email).await?;
             let v = accounts.set_role(By::Operator(t.id), u.id, role).await?;
             println!("{} is now {}", v.email, v.role);
         }
         UserCmd::ResetPassword { tenant, email } => {
-            let t = accounts.tenant_by_slug(&tenant.tenant).await?;
+            let t = tenant.find(&accounts).await?;
             let u = accounts.user_by_email(t.id, &email).await?;
             let p = accounts.reset_password(By::Operator(t.id), u.id).await?;
             println!(
@@ -329,7 +345,7 @@ async fn apikey(accounts: Accounts, cmd: ApiKeyCmd) -> anyhow::Result<()> {
             name,
             scopes,
         } => {
-            let t = accounts.tenant_by_slug(&tenant.tenant).await?;
+            let t = tenant.find(&accounts).await?;
             let u = accounts.user_by_email(t.id, &email).await?;
             let scopes = scopes
                 .iter()
@@ -342,7 +358,7 @@ async fn apikey(accounts: Accounts, cmd: ApiKeyCmd) -> anyhow::Result<()> {
             println!("{}\n(shown this once: store it now)", k.secret);
         }
         ApiKeyCmd::List { tenant } => {
-            let t = accounts.tenant_by_slug(&tenant.tenant).await?;
+            let t = tenant.find(&accounts).await?;
             println!(
                 "{:<36} {:<20} {:<18} {:<8} NAME",
                 "ID", "PREFIX", "SCOPES", "STATE"
@@ -376,7 +392,7 @@ async fn apikey(accounts: Accounts, cmd: ApiKeyCmd) -> anyhow::Result<()> {
             }
         }
         ApiKeyCmd::Revoke { tenant, id } => {
-            let t = accounts.tenant_by_slug(&tenant.tenant).await?;
+            let t = tenant.find(&accounts).await?;
             let id = id.parse().context("not an API key id")?;
             accounts.revoke_api_key(By::Operator(t.id), id).await?;
             println!("revoked {id}");

@@ -1,0 +1,289 @@
+//! The real binary: first start creates the admin and prints its password once; the admin
+//! CLI commands work; `config` masks secrets; SIGTERM stops the server gracefully.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use coachlibre_testkit::TestDb;
+
+const BIN: &str = env!("CARGO_BIN_EXE_coachlibre");
+
+/// `coachlibre` with no `COACHLIBRE_*` variables, run in `dir`.
+fn bare(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("COACHLIBRE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// `coachlibre` with a clean environment pointed at `db`.
+fn coachlibre(db: &TestDb) -> Command {
+    let mut cmd = bare(db.dir());
+    cmd.arg("--data-dir")
+        .arg(db.dir().join("data"))
+        .arg("--database-url")
+        .arg(&db.url);
+    cmd
+}
+
+fn run(db: &TestDb, args: &[&str]) -> String {
+    let out: Output = coachlibre(db).args(args).output().expect("run coachlibre");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "coachlibre {args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Start `serve` on a random port; returns the child, the address and the lines printed
+/// before "listening".
+fn serve(db: &TestDb, envs: &[(&str, &str)]) -> (Child, String, Vec<String>) {
+    let mut child = coachlibre(db)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .envs(envs.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        if let Some(rest) = line.strip_prefix("CoachLibre is listening on http://") {
+            let addr = rest.split_whitespace().next().expect("addr").to_owned();
+            return (child, addr, lines);
+        }
+        lines.push(line);
+    }
+    let _ = child.kill();
+    panic!("serve exited before listening: {lines:?}");
+}
+
+fn terminate(mut child: Child) {
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    for _ in 0..100 {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "graceful shutdown exits 0, got {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("serve did not stop within 10 s of SIGTERM");
+}
+
+async fn login(addr: &str, email: &str, password: &str) -> reqwest::StatusCode {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login request")
+        .status()
+}
+
+#[tokio::test]
+async fn first_run_prints_a_password_once_and_sigterm_stops_gracefully() {
+    for db in TestDb::all().await.expect("db") {
+        let (child, addr, lines) = serve(&db, &[]);
+        let password = lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("password: "))
+            .unwrap_or_else(|| panic!("password printed on first run: {lines:?}"))
+            .to_owned();
+        assert!(
+            lines.iter().any(|l| l.contains("admin@localhost")),
+            "{lines:?}"
+        );
+        assert_eq!(login(&addr, "admin@localhost", &password).await, 200);
+        terminate(child);
+
+        // Second start: nothing created, nothing printed, same password still valid.
+        let (child, addr, lines) = serve(&db, &[("COACHLIBRE_LOG_FORMAT", "json")]);
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(login(&addr, "admin@localhost", &password).await, 200);
+        terminate(child);
+    }
+}
+
+#[tokio::test]
+async fn admin_email_and_password_from_the_environment() {
+    let db = TestDb::sqlite().expect("db");
+    let (child, addr, lines) = serve(
+        &db,
+        &[
+            ("COACHLIBRE_ADMIN_EMAIL", "boss@example.org"),
+            ("COACHLIBRE_ADMIN_PASSWORD", "a chosen password"),
+        ],
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains("a chosen password")),
+        "{lines:?}"
+    );
+    assert_eq!(
+        login(&addr, "boss@example.org", "a chosen password").await,
+        200
+    );
+    terminate(child);
+}
+
+#[test]
+fn admin_commands() {
+    let db = TestDb::sqlite().expect("db");
+    assert!(run(&db, &["migrate"]).contains("latest schema"));
+    assert!(
+        run(
+            &db,
+            &["tenant", "create", "acme", "--name", "Acme Coaching"]
+        )
+        .contains("created tenant acme")
+    );
+    assert!(run(&db, &["tenant", "list"]).contains("Acme Coaching"));
+
+    let out = run(
+        &db,
+        &[
+            "user",
+            "create",
+            "--tenant",
+            "acme",
+            "--email",
+            "Coach@Acme.org",
+            "--name",
+            "Coach",
+            "--role",
+            "coach",
+        ],
+    );
+    assert!(out.contains("created coach coach@acme.org"), "{out}");
+    assert!(out.contains("password: "), "{out}");
+    let out = run(&db, &["user", "list", "--tenant", "acme"]);
+    assert!(
+        out.contains("coach@acme.org") && out.contains("coach"),
+        "{out}"
+    );
+    let out = run(
+        &db,
+        &[
+            "user",
+            "set-role",
+            "--tenant",
+            "acme",
+            "--email",
+            "coach@acme.org",
+            "admin",
+        ],
+    );
+    assert!(out.contains("is now admin"), "{out}");
+    let out = run(
+        &db,
+        &[
+            "user",
+            "reset-password",
+            "--tenant",
+            "acme",
+            "--email",
+            "coach@acme.org",
+        ],
+    );
+    assert!(out.contains("new password for coach@acme.org"), "{out}");
+
+    let out = run(
+        &db,
+        &[
+            "apikey",
+            "create",
+            "--tenant",
+            "acme",
+            "--email",
+            "coach@acme.org",
+            "--name",
+            "zapier",
+            "--scopes",
+            "read,write",
+        ],
+    );
+    let key = out
+        .lines()
+        .find(|l| l.starts_with("cl_"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    let id = out.split_whitespace().nth(3).expect("id").to_owned();
+    let list = run(&db, &["apikey", "list", "--tenant", "acme"]);
+    assert!(
+        list.contains("zapier") && list.contains("active") && !list.contains(&key),
+        "{list}"
+    );
+    run(&db, &["apikey", "revoke", "--tenant", "acme", &id]);
+    assert!(run(&db, &["apikey", "list", "--tenant", "acme"]).contains("revoked"));
+
+    // Errors are clear and exit non-zero.
+    let out = coachlibre(&db)
+        .args(["user", "list", "--tenant", "nope"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no tenant 'nope'") && err.contains("tenant create"),
+        "{err}"
+    );
+    let out = coachlibre(&db)
+        .args([
+            "user", "create", "--tenant", "acme", "--email", "x", "--name", "X", "--role", "coach",
+        ])
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("email"));
+}
+
+#[test]
+fn config_masks_secrets_and_rejects_unknown_keys() {
+    let db = TestDb::sqlite().expect("db");
+    let out = bare(db.dir())
+        .args([
+            "--database-url",
+            "postgres://app:hunter2@db.example.org/coach",
+            "config",
+        ])
+        .env(
+            "COACHLIBRE_SECRET_KEY",
+            "a-very-secret-master-key-of-enough-length",
+        )
+        .env("COACHLIBRE_HTTP__BODY_LIMIT_BYTES", "4096")
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("a-very-secret"),
+        "{text}"
+    );
+    assert!(
+        text.contains("postgres://app:***@db.example.org/coach"),
+        "{text}"
+    );
+    assert!(text.contains("body_limit_bytes = 4096"), "{text}");
+
+    std::fs::write(
+        Path::new(db.dir()).join("coachlibre.toml"),
+        "bnid = \"0.0.0.0:1\"\n",
+    )
+    .expect("write");
+    let out = bare(db.dir()).arg("config").output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bnid"));
+}
