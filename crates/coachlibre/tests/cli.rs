@@ -64,6 +64,7 @@ fn serve(db: &TestDb, envs: &[(&str, &str)]) -> (Child, String, Vec<String>) {
         lines.push(line);
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("serve exited before listening: {lines:?}");
 }
 
@@ -82,6 +83,7 @@ fn terminate(mut child: Child) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("serve did not stop within 10 s of SIGTERM");
 }
 

@@ -133,3 +133,30 @@ async fn per_user_rate_limit() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    for app in
+        TestApp::each_with(|c| c.http.cors_origins = vec!["https://app.example.org".into()]).await
+    {
+        let preflight = |origin: &'static str| {
+            app.client
+                .request(reqwest::Method::OPTIONS, app.url("/api/v1/users"))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                )
+                .send()
+        };
+        let r = preflight("https://app.example.org").await.unwrap();
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "https://app.example.org"
+        );
+        let r = preflight("https://evil.example.com").await.unwrap();
+        assert!(!r.headers().contains_key("access-control-allow-origin"));
+        app.stop().await;
+    }
+}
