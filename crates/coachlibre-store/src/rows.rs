@@ -2,6 +2,41 @@
 //! generic function over `sqlx::Row` would need a bound per decoded type; expanded inside an
 //! `on_pool!` arm, the row type is concrete and each column decodes natively.
 
+/// Decode column `$name` of row `$r` (type inferred), mapping driver errors.
+macro_rules! col {
+    ($r:expr, $name:literal) => {
+        sqlx::Row::try_get($r, $name).map_err($crate::db_err)?
+    };
+    ($r:expr, $name:literal, $t:ty) => {
+        sqlx::Row::try_get::<$t, _>($r, $name).map_err($crate::db_err)?
+    };
+}
+pub(crate) use col;
+
+/// Run `$q` with `fetch_optional` on pool `$p` and decode the row with macro `$decode`.
+macro_rules! fetch_opt {
+    ($q:expr, $p:expr, $decode:ident) => {
+        match $q.fetch_optional($p).await.map_err($crate::db_err)? {
+            Some(r) => Some($crate::rows::$decode!(r)),
+            None => None,
+        }
+    };
+}
+pub(crate) use fetch_opt;
+
+/// Run `$q` with `fetch_all` on pool `$p` and decode every row with macro `$decode`.
+macro_rules! fetch_vec {
+    ($q:expr, $p:expr, $decode:ident) => {{
+        let rows = $q.fetch_all($p).await.map_err($crate::db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push($crate::rows::$decode!(r));
+        }
+        out
+    }};
+}
+pub(crate) use fetch_vec;
+
 use coachlibre_core::actor::Scope;
 use coachlibre_core::store::StoreError;
 use coachlibre_core::user::Role;
@@ -17,32 +52,23 @@ pub(crate) use user_cols;
 
 macro_rules! user_row {
     ($r:expr) => {{
-        use sqlx::Row as _;
         let r = &$r;
         coachlibre_core::user::User {
-            id: r
-                .try_get::<uuid::Uuid, _>("id")
-                .map_err($crate::db_err)?
-                .into(),
-            tenant_id: r
-                .try_get::<uuid::Uuid, _>("tenant_id")
-                .map_err($crate::db_err)?
-                .into(),
-            email: coachlibre_core::user::Email::from_trusted(
-                r.try_get("email").map_err($crate::db_err)?,
-            ),
-            display_name: r.try_get("display_name").map_err($crate::db_err)?,
-            role: $crate::rows::role(&r.try_get::<String, _>("role").map_err($crate::db_err)?)?,
-            password_hash: r.try_get("password_hash").map_err($crate::db_err)?,
+            id: $crate::rows::col!(r, "id", uuid::Uuid).into(),
+            tenant_id: $crate::rows::col!(r, "tenant_id", uuid::Uuid).into(),
+            email: coachlibre_core::user::Email::from_trusted($crate::rows::col!(r, "email")),
+            display_name: $crate::rows::col!(r, "display_name"),
+            role: $crate::rows::role(&$crate::rows::col!(r, "role", String))?,
+            password_hash: $crate::rows::col!(r, "password_hash"),
             mfa: coachlibre_core::user::MfaState {
-                pending_secret: r.try_get("totp_pending_secret").map_err($crate::db_err)?,
-                secret: r.try_get("totp_secret").map_err($crate::db_err)?,
-                last_step: r.try_get("totp_last_step").map_err($crate::db_err)?,
+                pending_secret: $crate::rows::col!(r, "totp_pending_secret"),
+                secret: $crate::rows::col!(r, "totp_secret"),
+                last_step: $crate::rows::col!(r, "totp_last_step"),
             },
-            failed_logins: r.try_get("failed_logins").map_err($crate::db_err)?,
-            locked_until: r.try_get("locked_until").map_err($crate::db_err)?,
-            created_at: r.try_get("created_at").map_err($crate::db_err)?,
-            updated_at: r.try_get("updated_at").map_err($crate::db_err)?,
+            failed_logins: $crate::rows::col!(r, "failed_logins"),
+            locked_until: $crate::rows::col!(r, "locked_until"),
+            created_at: $crate::rows::col!(r, "created_at"),
+            updated_at: $crate::rows::col!(r, "updated_at"),
         }
     }};
 }
@@ -50,15 +76,12 @@ pub(crate) use user_row;
 
 macro_rules! tenant_row {
     ($r:expr) => {{
-        use sqlx::Row as _;
         let r = &$r;
         coachlibre_core::tenant::Tenant::from_parts(
-            r.try_get::<uuid::Uuid, _>("id")
-                .map_err($crate::db_err)?
-                .into(),
-            r.try_get("slug").map_err($crate::db_err)?,
-            r.try_get("name").map_err($crate::db_err)?,
-            r.try_get("created_at").map_err($crate::db_err)?,
+            $crate::rows::col!(r, "id", uuid::Uuid).into(),
+            $crate::rows::col!(r, "slug"),
+            $crate::rows::col!(r, "name"),
+            $crate::rows::col!(r, "created_at"),
         )
     }};
 }
@@ -66,30 +89,17 @@ pub(crate) use tenant_row;
 
 macro_rules! refresh_row {
     ($r:expr) => {{
-        use sqlx::Row as _;
         let r = &$r;
         coachlibre_core::store::RefreshToken {
-            id: r
-                .try_get::<uuid::Uuid, _>("id")
-                .map_err($crate::db_err)?
-                .into(),
-            tenant_id: r
-                .try_get::<uuid::Uuid, _>("tenant_id")
-                .map_err($crate::db_err)?
-                .into(),
-            user_id: r
-                .try_get::<uuid::Uuid, _>("user_id")
-                .map_err($crate::db_err)?
-                .into(),
-            family_id: r
-                .try_get::<uuid::Uuid, _>("family_id")
-                .map_err($crate::db_err)?
-                .into(),
-            token_hash: r.try_get("token_hash").map_err($crate::db_err)?,
-            created_at: r.try_get("created_at").map_err($crate::db_err)?,
-            expires_at: r.try_get("expires_at").map_err($crate::db_err)?,
-            used_at: r.try_get("used_at").map_err($crate::db_err)?,
-            revoked_at: r.try_get("revoked_at").map_err($crate::db_err)?,
+            id: $crate::rows::col!(r, "id", uuid::Uuid).into(),
+            tenant_id: $crate::rows::col!(r, "tenant_id", uuid::Uuid).into(),
+            user_id: $crate::rows::col!(r, "user_id", uuid::Uuid).into(),
+            family_id: $crate::rows::col!(r, "family_id", uuid::Uuid).into(),
+            token_hash: $crate::rows::col!(r, "token_hash"),
+            created_at: $crate::rows::col!(r, "created_at"),
+            expires_at: $crate::rows::col!(r, "expires_at"),
+            used_at: $crate::rows::col!(r, "used_at"),
+            revoked_at: $crate::rows::col!(r, "revoked_at"),
         }
     }};
 }
@@ -97,30 +107,18 @@ pub(crate) use refresh_row;
 
 macro_rules! api_key_row {
     ($r:expr) => {{
-        use sqlx::Row as _;
         let r = &$r;
         coachlibre_core::store::ApiKey {
-            id: r
-                .try_get::<uuid::Uuid, _>("id")
-                .map_err($crate::db_err)?
-                .into(),
-            tenant_id: r
-                .try_get::<uuid::Uuid, _>("tenant_id")
-                .map_err($crate::db_err)?
-                .into(),
-            user_id: r
-                .try_get::<uuid::Uuid, _>("user_id")
-                .map_err($crate::db_err)?
-                .into(),
-            name: r.try_get("name").map_err($crate::db_err)?,
-            prefix: r.try_get("prefix").map_err($crate::db_err)?,
-            key_hash: r.try_get("key_hash").map_err($crate::db_err)?,
-            scopes: $crate::rows::scopes(
-                &r.try_get::<String, _>("scopes").map_err($crate::db_err)?,
-            )?,
-            created_at: r.try_get("created_at").map_err($crate::db_err)?,
-            last_used_at: r.try_get("last_used_at").map_err($crate::db_err)?,
-            revoked_at: r.try_get("revoked_at").map_err($crate::db_err)?,
+            id: $crate::rows::col!(r, "id", uuid::Uuid).into(),
+            tenant_id: $crate::rows::col!(r, "tenant_id", uuid::Uuid).into(),
+            user_id: $crate::rows::col!(r, "user_id", uuid::Uuid).into(),
+            name: $crate::rows::col!(r, "name"),
+            prefix: $crate::rows::col!(r, "prefix"),
+            key_hash: $crate::rows::col!(r, "key_hash"),
+            scopes: $crate::rows::scopes(&$crate::rows::col!(r, "scopes", String))?,
+            created_at: $crate::rows::col!(r, "created_at"),
+            last_used_at: $crate::rows::col!(r, "last_used_at"),
+            revoked_at: $crate::rows::col!(r, "revoked_at"),
         }
     }};
 }
@@ -128,28 +126,18 @@ pub(crate) use api_key_row;
 
 macro_rules! audit_row {
     ($r:expr) => {{
-        use sqlx::Row as _;
         let r = &$r;
-        let detail: String = r.try_get("detail").map_err($crate::db_err)?;
+        let detail: String = $crate::rows::col!(r, "detail");
         coachlibre_core::audit::AuditEntry {
-            id: r
-                .try_get::<uuid::Uuid, _>("id")
-                .map_err($crate::db_err)?
-                .into(),
-            tenant_id: r
-                .try_get::<Option<uuid::Uuid>, _>("tenant_id")
-                .map_err($crate::db_err)?
-                .map(Into::into),
-            actor_id: r
-                .try_get::<Option<uuid::Uuid>, _>("actor_id")
-                .map_err($crate::db_err)?
-                .map(Into::into),
-            action: r.try_get("action").map_err($crate::db_err)?,
-            target: r.try_get("target").map_err($crate::db_err)?,
-            ip: r.try_get("ip").map_err($crate::db_err)?,
+            id: $crate::rows::col!(r, "id", uuid::Uuid).into(),
+            tenant_id: $crate::rows::col!(r, "tenant_id", Option<uuid::Uuid>).map(Into::into),
+            actor_id: $crate::rows::col!(r, "actor_id", Option<uuid::Uuid>).map(Into::into),
+            action: $crate::rows::col!(r, "action"),
+            target: $crate::rows::col!(r, "target"),
+            ip: $crate::rows::col!(r, "ip"),
             detail: serde_json::from_str(&detail)
                 .map_err(|e| coachlibre_core::store::StoreError::Backend(e.to_string()))?,
-            created_at: r.try_get("created_at").map_err($crate::db_err)?,
+            created_at: $crate::rows::col!(r, "created_at"),
         }
     }};
 }

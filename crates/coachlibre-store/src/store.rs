@@ -13,9 +13,7 @@ use coachlibre_core::tenant::Tenant;
 use coachlibre_core::user::{Email, MfaState, Role, User};
 use uuid::Uuid;
 
-use crate::rows::{
-    api_key_row, audit_row, refresh_row, scopes_text, tenant_row, user_cols, user_row,
-};
+use crate::rows::{fetch_opt, fetch_vec, scopes_text, user_cols};
 use crate::{SqlStore, db_err, on_pool};
 
 /// Turn "no row changed" into [`StoreError::NotFound`].
@@ -45,37 +43,21 @@ impl TenantStore for SqlStore {
 
     async fn get_tenant(&self, id: TenantId) -> StoreResult<Option<Tenant>> {
         on_pool!(self, p => {
-            let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = $1")
-                .bind(id.as_uuid())
-                .fetch_optional(p)
-                .await
-                .map_err(db_err)?;
-            Ok(match row { Some(r) => Some(tenant_row!(r)), None => None })
+            Ok(fetch_opt!(sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE id = $1")
+                .bind(id.as_uuid()), p, tenant_row))
         })
     }
 
     async fn get_tenant_by_slug(&self, slug: &str) -> StoreResult<Option<Tenant>> {
         on_pool!(self, p => {
-            let row = sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1")
-                .bind(slug)
-                .fetch_optional(p)
-                .await
-                .map_err(db_err)?;
-            Ok(match row { Some(r) => Some(tenant_row!(r)), None => None })
+            Ok(fetch_opt!(sqlx::query("SELECT id, slug, name, created_at FROM tenants WHERE slug = $1")
+                .bind(slug), p, tenant_row))
         })
     }
 
     async fn list_tenants(&self) -> StoreResult<Vec<Tenant>> {
         on_pool!(self, p => {
-            let rows = sqlx::query("SELECT id, slug, name, created_at FROM tenants ORDER BY slug")
-                .fetch_all(p)
-                .await
-                .map_err(db_err)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.push(tenant_row!(r));
-            }
-            Ok(out)
+            Ok(fetch_vec!(sqlx::query("SELECT id, slug, name, created_at FROM tenants ORDER BY slug"), p, tenant_row))
         })
     }
 }
@@ -91,15 +73,11 @@ impl UserStore for SqlStore {
 
     async fn get_user(&self, tenant: TenantId, id: UserId) -> StoreResult<Option<User>> {
         on_pool!(self, p => {
-            let row = sqlx::query(concat!(
+            Ok(fetch_opt!(sqlx::query(concat!(
                 "SELECT ", user_cols!(), " FROM users WHERE tenant_id = $1 AND id = $2"
             ))
             .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(p)
-            .await
-            .map_err(db_err)?;
-            Ok(match row { Some(r) => Some(user_row!(r)), None => None })
+            .bind(id.as_uuid()), p, user_row))
         })
     }
 
@@ -109,32 +87,20 @@ impl UserStore for SqlStore {
         email: &Email,
     ) -> StoreResult<Option<User>> {
         on_pool!(self, p => {
-            let row = sqlx::query(concat!(
+            Ok(fetch_opt!(sqlx::query(concat!(
                 "SELECT ", user_cols!(), " FROM users WHERE tenant_id = $1 AND email = $2"
             ))
             .bind(tenant.as_uuid())
-            .bind(email.as_str())
-            .fetch_optional(p)
-            .await
-            .map_err(db_err)?;
-            Ok(match row { Some(r) => Some(user_row!(r)), None => None })
+            .bind(email.as_str()), p, user_row))
         })
     }
 
     async fn find_users_by_email(&self, email: &Email) -> StoreResult<Vec<User>> {
         on_pool!(self, p => {
-            let rows = sqlx::query(concat!(
+            Ok(fetch_vec!(sqlx::query(concat!(
                 "SELECT ", user_cols!(), " FROM users WHERE email = $1 ORDER BY id"
             ))
-            .bind(email.as_str())
-            .fetch_all(p)
-            .await
-            .map_err(db_err)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.push(user_row!(r));
-            }
-            Ok(out)
+            .bind(email.as_str()), p, user_row))
         })
     }
 
@@ -145,7 +111,7 @@ impl UserStore for SqlStore {
         page: &PageRequest,
     ) -> StoreResult<Vec<User>> {
         on_pool!(self, p => {
-            let rows = sqlx::query(concat!(
+            Ok(fetch_vec!(sqlx::query(concat!(
                 "SELECT ", user_cols!(), " FROM users u WHERE u.tenant_id = $1 \
                  AND ($2 IS NULL OR u.role = $2) \
                  AND ($3 IS NULL OR EXISTS (SELECT 1 FROM coach_clients c \
@@ -157,15 +123,7 @@ impl UserStore for SqlStore {
             .bind(filter.role.map(Role::as_str))
             .bind(filter.coach_id.map(|c| c.as_uuid()))
             .bind(page.cursor)
-            .bind(page.fetch_limit())
-            .fetch_all(p)
-            .await
-            .map_err(db_err)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.push(user_row!(r));
-            }
-            Ok(out)
+            .bind(page.fetch_limit()), p, user_row))
         })
     }
 
@@ -408,21 +366,13 @@ impl UserStore for SqlStore {
 
     async fn coaches_of(&self, tenant: TenantId, client: UserId) -> StoreResult<Vec<User>> {
         on_pool!(self, p => {
-            let rows = sqlx::query(concat!(
+            Ok(fetch_vec!(sqlx::query(concat!(
                 "SELECT ", user_cols!(), " FROM users WHERE tenant_id = $1 AND id IN \
                  (SELECT coach_id FROM coach_clients WHERE tenant_id = $1 AND client_id = $2) \
                  ORDER BY id"
             ))
             .bind(tenant.as_uuid())
-            .bind(client.as_uuid())
-            .fetch_all(p)
-            .await
-            .map_err(db_err)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.push(user_row!(r));
-            }
-            Ok(out)
+            .bind(client.as_uuid()), p, user_row))
         })
     }
 }
@@ -495,15 +445,11 @@ impl SessionStore for SqlStore {
 
     async fn find_refresh_token(&self, hash: &str) -> StoreResult<Option<RefreshToken>> {
         on_pool!(self, p => {
-            let row = sqlx::query(
+            Ok(fetch_opt!(sqlx::query(
                 "SELECT id, tenant_id, user_id, family_id, token_hash, created_at, expires_at, \
                  used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
             )
-            .bind(hash)
-            .fetch_optional(p)
-            .await
-            .map_err(db_err)?;
-            Ok(match row { Some(r) => Some(refresh_row!(r)), None => None })
+            .bind(hash), p, refresh_row))
         })
     }
 
@@ -595,26 +541,18 @@ impl ApiKeyStore for SqlStore {
 
     async fn find_api_key_by_prefix(&self, prefix: &str) -> StoreResult<Option<ApiKey>> {
         on_pool!(self, p => {
-            let row = sqlx::query(concat!("SELECT ", api_key_cols!(), " FROM api_keys WHERE prefix = $1"))
-                .bind(prefix)
-                .fetch_optional(p)
-                .await
-                .map_err(db_err)?;
-            Ok(match row { Some(r) => Some(api_key_row!(r)), None => None })
+            Ok(fetch_opt!(sqlx::query(concat!("SELECT ", api_key_cols!(), " FROM api_keys WHERE prefix = $1"))
+                .bind(prefix), p, api_key_row))
         })
     }
 
     async fn get_api_key(&self, tenant: TenantId, id: ApiKeyId) -> StoreResult<Option<ApiKey>> {
         on_pool!(self, p => {
-            let row = sqlx::query(concat!(
+            Ok(fetch_opt!(sqlx::query(concat!(
                 "SELECT ", api_key_cols!(), " FROM api_keys WHERE tenant_id = $1 AND id = $2"
             ))
             .bind(tenant.as_uuid())
-            .bind(id.as_uuid())
-            .fetch_optional(p)
-            .await
-            .map_err(db_err)?;
-            Ok(match row { Some(r) => Some(api_key_row!(r)), None => None })
+            .bind(id.as_uuid()), p, api_key_row))
         })
     }
 
@@ -625,7 +563,7 @@ impl ApiKeyStore for SqlStore {
         page: &PageRequest,
     ) -> StoreResult<Vec<ApiKey>> {
         on_pool!(self, p => {
-            let rows = sqlx::query(concat!(
+            Ok(fetch_vec!(sqlx::query(concat!(
                 "SELECT ", api_key_cols!(), " FROM api_keys WHERE tenant_id = $1 \
                  AND ($2 IS NULL OR user_id = $2) AND ($3 IS NULL OR id > $3) \
                  ORDER BY id LIMIT $4"
@@ -633,15 +571,7 @@ impl ApiKeyStore for SqlStore {
             .bind(tenant.as_uuid())
             .bind(user.map(|u| u.as_uuid()))
             .bind(page.cursor)
-            .bind(page.fetch_limit())
-            .fetch_all(p)
-            .await
-            .map_err(db_err)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.push(api_key_row!(r));
-            }
-            Ok(out)
+            .bind(page.fetch_limit()), p, api_key_row))
         })
     }
 
@@ -708,22 +638,14 @@ impl AuditStore for SqlStore {
         page: &PageRequest,
     ) -> StoreResult<Vec<AuditEntry>> {
         on_pool!(self, p => {
-            let rows = sqlx::query(
+            Ok(fetch_vec!(sqlx::query(
                 "SELECT id, tenant_id, actor_id, action, target, ip, detail, created_at \
                  FROM audit_log WHERE tenant_id = $1 AND ($2 IS NULL OR id < $2) \
                  ORDER BY id DESC LIMIT $3",
             )
             .bind(tenant.as_uuid())
             .bind(page.cursor)
-            .bind(page.fetch_limit())
-            .fetch_all(p)
-            .await
-            .map_err(db_err)?;
-            let mut out = Vec::with_capacity(rows.len());
-            for r in rows {
-                out.push(audit_row!(r));
-            }
-            Ok(out)
+            .bind(page.fetch_limit()), p, audit_row))
         })
     }
 }
