@@ -59,6 +59,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `sqlite://PATH` or `postgres://USER@HOST/DB`; default: SQLite in `data_dir`.
     pub database_url: Option<Secret>,
+    /// Where embedded models are installed; default `data_dir/models`
+    /// (`COACHLIBRE_MODELS_DIR`).
+    pub models_dir: Option<PathBuf>,
     /// Master secret (32+ bytes) from which token-signing and encryption keys derive. Default:
     /// generated once into `data_dir/secret.key`. Set it explicitly when several nodes share
     /// one PostgreSQL database.
@@ -132,6 +135,7 @@ impl Default for Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
             database_url: None,
+            models_dir: None,
             secret_key: None,
             log_format: LogFormat::Text,
             admin_email: None,
@@ -208,7 +212,7 @@ impl Config {
             .merge(Toml::file(file))
             .merge(
                 Env::prefixed("COACHLIBRE_")
-                    .ignore(&["config", "models_dir"])
+                    .ignore(&["config", "new_password"])
                     .split("__"),
             )
     }
@@ -219,6 +223,13 @@ impl Config {
             Some(u) => u.expose().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("coachlibre.db").display()),
         }
+    }
+
+    /// The models directory in force.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
     }
 
     /// The configuration as TOML with secrets masked and the database URL's password hidden.

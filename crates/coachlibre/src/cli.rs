@@ -55,6 +55,9 @@ enum Command {
     /// Manage API keys of a tenant.
     #[command(subcommand)]
     Apikey(ApiKeyCmd),
+    /// Install and list the embedded models.
+    #[command(subcommand)]
+    Models(crate::models::ModelsCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(config.log_format);
     match cli.command {
         Command::Serve { .. } => serve(config).await,
+        Command::Models(cmd) => crate::models::run(&config.models_dir(), cmd).await,
         Command::Config => {
             print!("{}", config.to_masked_toml()?);
             Ok(())
@@ -230,6 +234,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let missing = crate::models::missing(&config.models_dir());
+    if !missing.is_empty() {
+        tracing::warn!(
+            models = ?missing,
+            dir = %config.models_dir().display(),
+            "embedded models are not installed: run `coachlibre models pull`"
+        );
+    }
     let app = Application::build(config).await?;
     if let Some((tenant, admin)) = app.bootstrap() {
         println!(

@@ -2,6 +2,7 @@
 //! from the server's shell (tenants, users, API keys, migrations, effective configuration).
 
 mod cli;
+mod models;
 
 use clap::Parser;
 

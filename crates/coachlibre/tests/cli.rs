@@ -289,3 +289,53 @@ fn config_masks_secrets_and_rejects_unknown_keys() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bnid"));
 }
+
+#[test]
+fn models_list_and_install_from_a_local_file() {
+    let db = TestDb::sqlite().expect("db");
+    let models = db.dir().join("models-here");
+    let list = || {
+        let out = coachlibre(&db)
+            .args(["models", "list"])
+            .env("COACHLIBRE_MODELS_DIR", &models)
+            .output()
+            .expect("run");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = list();
+    assert!(
+        before.contains("smollm2-135m-instruct") && before.contains("missing"),
+        "{before}"
+    );
+    assert!(
+        before.contains("models-here"),
+        "COACHLIBRE_MODELS_DIR is honoured: {before}"
+    );
+
+    let gguf = db.dir().join("SmolLM2.gguf");
+    std::fs::write(&gguf, b"GGUF test bytes").expect("write");
+    let out = coachlibre(&db)
+        .args(["models", "pull", "--from"])
+        .arg(&gguf)
+        .env("COACHLIBRE_MODELS_DIR", &models)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = list();
+    let line = after
+        .lines()
+        .find(|l| l.starts_with("smollm2"))
+        .expect("line");
+    assert!(line.contains("installed"), "{after}");
+
+    let out = coachlibre(&db)
+        .args(["models", "pull", "no-such-model"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the embedded models are"));
+}
