@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod ids;
+pub mod model;
 pub mod page;
 pub mod store;
 pub mod tenant;
