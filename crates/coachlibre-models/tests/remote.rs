@@ -1,6 +1,6 @@
-//! The OpenAI-compatible provider against a scripted local server: streaming with tool calls,
-//! 429 with Retry-After, 5xx retries, the circuit breaker, slow and malformed answers, refusals,
-//! fallback to another model, and embeddings.
+//! The remote providers against a scripted local server: streaming with tool calls (OpenAI
+//! and Anthropic dialects), 429 with Retry-After, 5xx retries, the circuit breaker, slow and
+//! malformed answers, refusals, fallback to another model, and embeddings.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -15,7 +15,10 @@ use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, EmbeddingModel, FinishReason, ModelError,
     ToolCall, ToolSpec,
 };
-use coachlibre_models::remote::{FallbackChat, OpenAiCompatible, ProviderConfig, RetryPolicy};
+use coachlibre_models::remote::{
+    Anthropic, FallbackChat, OpenAiCompatible, ProviderConfig, ProviderKind, RetryPolicy,
+    chat_model,
+};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
@@ -87,6 +90,7 @@ async fn server(replies: Vec<Reply>) -> (Arc<Script>, String) {
     let app = Router::new()
         .route("/v1/chat/completions", post(handle))
         .route("/v1/embeddings", post(handle))
+        .route("/v1/messages", post(handle))
         .with_state(script.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -328,4 +332,82 @@ async fn embeddings_come_back_in_input_order() {
     let err = model.embed(&["c".into()]).await.unwrap_err();
     assert!(matches!(err, ModelError::Malformed(_)), "{err}");
     assert!(model.embed(&[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn anthropic_streams_text_and_tool_use() {
+    let events = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":200,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Sure, \"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"booking.\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"schedule_reminder\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"at\\\": \\\"09:00\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"}\"}}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":40}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+    let (script, url) = server(vec![Reply::Raw(events)]).await;
+    let base = url.trim_end_matches("/v1").to_owned();
+    let mut cfg = ProviderConfig::new(base, "claude-test");
+    cfg.kind = ProviderKind::Anthropic;
+    cfg.api_key = Some("sk-test".into());
+    cfg.prompt_price_per_mtok = 3.0;
+    cfg.completion_price_per_mtok = 15.0;
+    let model = chat_model("claude", cfg).expect("model");
+    let req = ChatRequest {
+        messages: vec![
+            ChatMessage::system("You are a coach."),
+            ChatMessage::user("Remind me at 9"),
+        ],
+        tools: vec![ToolSpec {
+            name: "schedule_reminder".into(),
+            description: "Remind".into(),
+            parameters: json!({"type": "object"}),
+        }],
+        ..ChatRequest::default()
+    };
+    let events = collect(model.as_ref(), req).await.unwrap();
+    assert_eq!(events[0], ChatEvent::Token("Sure, ".into()));
+    assert_eq!(events[1], ChatEvent::Token("booking.".into()));
+    assert_eq!(
+        events[2],
+        ChatEvent::ToolCall(ToolCall {
+            id: "toolu_1".into(),
+            name: "schedule_reminder".into(),
+            arguments: json!({"at": "09:00"})
+        })
+    );
+    let ChatEvent::Done { usage, finish } = &events[3] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(*finish, FinishReason::ToolCalls);
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (200, 40));
+    assert!((usage.cost_usd - (200.0 * 3.0 + 40.0 * 15.0) / 1e6).abs() < 1e-12);
+    let sent = script.requests.lock().unwrap()[0].clone();
+    assert_eq!(sent["system"], "You are a coach.");
+    assert_eq!(sent["tools"][0]["input_schema"], json!({"type": "object"}));
+    assert_eq!(sent["model"], "claude-test");
+
+    // Overload (529) is retried like any 5xx; the retry policy is the provider's.
+    let (script, url) = server(vec![
+        Reply::Status(529, None),
+        Reply::Raw("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+    ])
+    .await;
+    let mut cfg = ProviderConfig::new(url.trim_end_matches("/v1"), "claude-test");
+    cfg.kind = ProviderKind::Anthropic;
+    let model = Anthropic::new("claude", cfg)
+        .expect("model")
+        .with_retry(RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            max_retry_after: Duration::from_secs(1),
+        });
+    let events = collect(&model, hello()).await.unwrap();
+    assert!(matches!(events.last(), Some(ChatEvent::Done { .. })));
+    assert_eq!(script.count(), 2);
 }
