@@ -2,6 +2,7 @@
 //! variables (nested keys with `__`, e.g. `COACHLIBRE_HTTP__BODY_LIMIT_BYTES`). Secrets are
 //! wrapped in [`Secret`] so they never reach a log line or `coachlibre config`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,8 @@ pub struct Config {
     /// Password of that admin; when absent a random one is printed once.
     pub admin_password: Option<Secret>,
     pub database: DatabaseConfig,
+    /// Remote model providers by name (`[providers.ollama]`, `[providers.claude]`, ...).
+    pub providers: BTreeMap<String, coachlibre_models::remote::ProviderConfig>,
     pub http: HttpConfig,
     pub rate_limit: RateLimitConfig,
     pub auth: AuthConfig,
@@ -141,6 +144,7 @@ impl Default for Config {
             admin_email: None,
             admin_password: None,
             database: DatabaseConfig::default(),
+            providers: BTreeMap::new(),
             http: HttpConfig::default(),
             rate_limit: RateLimitConfig::default(),
             auth: AuthConfig::default(),

@@ -58,6 +58,8 @@ enum Command {
     /// Install and list the embedded models.
     #[command(subcommand)]
     Models(crate::models::ModelsCmd),
+    /// One chat turn with a configured model, streamed to the terminal.
+    Chat(crate::chat::ChatArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +201,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { .. } => serve(config).await,
         Command::Models(cmd) => crate::models::run(&config.models_dir(), cmd).await,
+        Command::Chat(args) => crate::chat::run(&config, args).await,
         Command::Config => {
             print!("{}", config.to_masked_toml()?);
             Ok(())

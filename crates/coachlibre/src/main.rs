@@ -1,6 +1,7 @@
 //! `coachlibre`: the one binary. `serve` runs the platform; the other commands administer it
 //! from the server's shell (tenants, users, API keys, migrations, effective configuration).
 
+mod chat;
 mod cli;
 mod models;
 

@@ -339,3 +339,99 @@ fn models_list_and_install_from_a_local_file() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("the embedded models are"));
 }
+
+/// A one-shot HTTP server answering any request with an OpenAI-style SSE stream.
+fn canned_sse_server() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Read headers, then the body announced by Content-Length.
+        loop {
+            let n = sock.read(&mut chunk).expect("read");
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len || n == 0 {
+                    break;
+                }
+            }
+        }
+        let body = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Keep \"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"going!\"},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":3}}\n\n",
+            "data: [DONE]\n\n"
+        );
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(resp.as_bytes()).expect("write");
+    });
+    format!("http://{addr}/v1")
+}
+
+#[test]
+fn chat_streams_a_configured_provider_and_config_masks_its_key() {
+    let db = TestDb::sqlite().expect("db");
+    let url = canned_sse_server();
+    let out = coachlibre(&db)
+        .args(["chat", "--model", "local", "Motivate me"])
+        .env("COACHLIBRE_PROVIDERS__LOCAL__BASE_URL", &url)
+        .env("COACHLIBRE_PROVIDERS__LOCAL__MODEL", "smol")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "Keep going!");
+    assert!(
+        stderr.contains("12 prompt + 3 completion tokens"),
+        "{stderr}"
+    );
+
+    let out = coachlibre(&db)
+        .args(["chat", "--model", "nope", "hi"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no model named 'nope'"));
+
+    let out = bare(db.dir())
+        .arg("config")
+        .env("COACHLIBRE_PROVIDERS__CLAUDE__KIND", "anthropic")
+        .env(
+            "COACHLIBRE_PROVIDERS__CLAUDE__BASE_URL",
+            "https://api.anthropic.com",
+        )
+        .env("COACHLIBRE_PROVIDERS__CLAUDE__MODEL", "claude-x")
+        .env(
+            "COACHLIBRE_PROVIDERS__CLAUDE__API_KEY",
+            "sk-ant-very-secret",
+        )
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("[providers.claude]") && text.contains("kind = \"anthropic\""),
+        "{text}"
+    );
+    assert!(!text.contains("sk-ant-very-secret"), "{text}");
+}

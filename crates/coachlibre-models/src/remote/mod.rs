@@ -40,8 +40,9 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// e.g. `http://127.0.0.1:11434/v1` (Ollama) or `https://api.mistral.ai/v1`.
     pub base_url: String,
-    /// Sent as a bearer token when present.
-    #[serde(default)]
+    /// Sent as a bearer token (OpenAI) or `x-api-key` (Anthropic) when present. Printed as
+    /// `***` whenever the configuration is shown.
+    #[serde(default, serialize_with = "masked")]
     pub api_key: Option<String>,
     /// The provider's model name.
     pub model: String,
@@ -108,6 +109,13 @@ impl ProviderConfig {
             breaker_threshold: default_breaker_threshold(),
             breaker_cooldown_secs: default_breaker_cooldown_secs(),
         }
+    }
+}
+
+fn masked<S: serde::Serializer>(key: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match key {
+        Some(_) => s.serialize_str("***"),
+        None => s.serialize_none(),
     }
 }
 
