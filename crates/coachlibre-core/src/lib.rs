@@ -14,6 +14,7 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod page;
+pub mod schema;
 pub mod store;
 pub mod tenant;
 pub mod user;

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod pull;
 pub mod remote;
+pub mod toolcall;
 
 pub use catalog::{EMBEDDED, EmbeddedModel, ModelKind};
 pub use pull::{Installed, PullError, Puller};
