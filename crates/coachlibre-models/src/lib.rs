@@ -7,6 +7,7 @@
 //! retries, circuit breaker and fallback every remote call goes through.
 
 pub mod catalog;
+pub mod embedded;
 pub mod pull;
 pub mod remote;
 pub mod toolcall;

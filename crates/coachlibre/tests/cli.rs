@@ -407,7 +407,7 @@ fn chat_streams_a_configured_provider_and_config_masks_its_key() {
         .output()
         .expect("run");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no model named 'nope'"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no chat model named 'nope'"));
 
     let out = bare(db.dir())
         .arg("config")
