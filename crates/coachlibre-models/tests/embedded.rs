@@ -32,6 +32,13 @@ fn engine(options: EngineOptions) -> EmbeddedChat {
     EmbeddedChat::load("smollm2-135m-instruct", &model_path(), options).expect("load")
 }
 
+/// One engine for the tests that need no special options: loaded once, and its FIFO queue
+/// runs their generations one after another instead of all at once on two cores.
+fn shared() -> EmbeddedChat {
+    static ENGINE: std::sync::OnceLock<EmbeddedChat> = std::sync::OnceLock::new();
+    ENGINE.get_or_init(|| engine(EngineOptions::default())).clone()
+}
+
 fn greedy(question: &str, max_tokens: u32) -> ChatRequest {
     ChatRequest {
         messages: vec![
@@ -67,7 +74,7 @@ async fn answer(model: &EmbeddedChat, req: ChatRequest) -> (String, Vec<ChatEven
 
 #[tokio::test]
 async fn greedy_answers_are_deterministic_and_sensible() {
-    let model = engine(EngineOptions::default());
+    let model = shared();
     let prompt = model
         .render_prompt(&greedy("What is the capital of France?", 48))
         .unwrap();
@@ -94,7 +101,7 @@ async fn greedy_answers_are_deterministic_and_sensible() {
 
 #[tokio::test]
 async fn max_tokens_and_stop_sequences_are_honoured() {
-    let model = engine(EngineOptions::default());
+    let model = shared();
     let (_, events) = answer(&model, greedy("Write a long story about a dragon.", 5)).await;
     let Some(ChatEvent::Done { usage, finish }) = events.last() else {
         panic!()
@@ -128,7 +135,7 @@ async fn max_tokens_and_stop_sequences_are_honoured() {
 
 #[tokio::test]
 async fn sampling_with_a_seed_is_reproducible() {
-    let model = engine(EngineOptions::default());
+    let model = shared();
     let mut req = greedy("Give me one tip to stay focused.", 24);
     req.params.temperature = 0.9;
     req.params.seed = Some(42);
@@ -174,7 +181,7 @@ async fn dropping_the_stream_cancels_and_the_queue_is_bounded() {
 
 #[tokio::test]
 async fn tools_are_offered_in_the_prompt_and_the_turn_always_ends() {
-    let model = Arc::new(engine(EngineOptions::default()));
+    let model = Arc::new(shared());
     let req = ChatRequest {
         messages: vec![
             ChatMessage::system("You are a coach."),
