@@ -128,6 +128,10 @@ pub struct Usage {
     pub completion_tokens: u32,
     /// In US dollars, from the provider's configured prices (0 for embedded models).
     pub cost_usd: f64,
+    /// True when the provider reported no usage and the counts are estimates (streamed
+    /// chunks for the answer, characters / 4 for the prompt).
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// Why generation ended.

@@ -36,7 +36,9 @@ fn engine(options: EngineOptions) -> EmbeddedChat {
 /// runs their generations one after another instead of all at once on two cores.
 fn shared() -> EmbeddedChat {
     static ENGINE: std::sync::OnceLock<EmbeddedChat> = std::sync::OnceLock::new();
-    ENGINE.get_or_init(|| engine(EngineOptions::default())).clone()
+    ENGINE
+        .get_or_init(|| engine(EngineOptions::default()))
+        .clone()
 }
 
 fn greedy(question: &str, max_tokens: u32) -> ChatRequest {

@@ -182,6 +182,7 @@ async fn streams_tokens_tool_calls_and_usage() {
     assert_eq!(*finish, FinishReason::ToolCalls);
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (1000, 500));
     assert!((usage.cost_usd - 0.002).abs() < 1e-12, "{}", usage.cost_usd);
+    assert!(!usage.estimated, "reported by the server");
 
     // What was sent: OpenAI's wire format.
     let sent = &script.requests.lock().unwrap()[0];
@@ -276,7 +277,12 @@ async fn slow_and_malformed_answers() {
     .await;
     let events = collect(&provider(&url, |_| {}), hello()).await.unwrap();
     assert_eq!(events[0], ChatEvent::Token("partial".into()));
-    assert!(matches!(events.last(), Some(ChatEvent::Done { .. })));
+    // No usage reported: estimated (one streamed chunk; "hello" is 5 characters, ~2 tokens).
+    let Some(ChatEvent::Done { usage, .. }) = events.last() else {
+        panic!("{events:?}")
+    };
+    assert!(usage.estimated, "{usage:?}");
+    assert_eq!((usage.prompt_tokens, usage.completion_tokens), (2, 1));
 }
 
 #[tokio::test]

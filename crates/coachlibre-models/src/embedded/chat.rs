@@ -347,6 +347,7 @@ fn generate(
                 prompt_tokens: prompt_len,
                 completion_tokens: generated,
                 cost_usd: 0.0,
+                estimated: false,
             },
             finish,
         }),

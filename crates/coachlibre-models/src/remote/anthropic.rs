@@ -236,6 +236,7 @@ impl Assembler for AnthropicAssembler {
                 prompt_tokens: this.input_tokens,
                 completion_tokens: this.output_tokens,
                 cost_usd: endpoint.cost(this.input_tokens, this.output_tokens),
+                estimated: false,
             },
             finish,
         });

@@ -119,6 +119,10 @@ struct OpenAiAssembler {
     calls: BTreeMap<u64, PartialCall>,
     finish: Option<String>,
     usage: Option<(u32, u32)>,
+    /// For servers that report no usage: streamed content chunks (about one token each)...
+    chunks: u32,
+    /// ...and the prompt's size in characters.
+    prompt_chars: usize,
 }
 
 fn tokens(v: &Value, key: &str) -> u32 {
@@ -170,15 +174,13 @@ impl Assembler for OpenAiAssembler {
                 }
             }
         }
-        Ok(Some(
-            delta
-                .get("content")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(|s| ChatEvent::Token(s.to_owned()))
-                .into_iter()
-                .collect(),
-        ))
+        let token = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(|s| ChatEvent::Token(s.to_owned()));
+        self.chunks += u32::from(token.is_some());
+        Ok(Some(token.into_iter().collect()))
     }
 
     fn finish(self: Box<Self>, endpoint: &Endpoint) -> Vec<ChatEvent> {
@@ -205,12 +207,20 @@ impl Assembler for OpenAiAssembler {
             _ if !out.is_empty() => FinishReason::ToolCalls,
             _ => FinishReason::Stop,
         };
-        let (prompt, completion) = this.usage.unwrap_or((0, 0));
+        let estimate = || {
+            let prompt = u32::try_from(this.prompt_chars.div_ceil(4)).unwrap_or(u32::MAX);
+            (prompt, this.chunks + u32::try_from(out.len()).unwrap_or(0))
+        };
+        let ((prompt, completion), estimated) = match this.usage {
+            Some(u) => (u, false),
+            None => (estimate(), true),
+        };
         out.push(ChatEvent::Done {
             usage: Usage {
                 prompt_tokens: prompt,
                 completion_tokens: completion,
                 cost_usd: endpoint.cost(prompt, completion),
+                estimated,
             },
             finish,
         });
@@ -230,10 +240,18 @@ impl ChatModel for OpenAiCompatible {
             .endpoint
             .post("chat/completions", &self.headers(), &body)
             .await?;
+        let prompt_chars = request
+            .messages
+            .iter()
+            .map(|m| m.content.chars().count())
+            .sum();
         Ok(spawn_stream(
             self.endpoint.clone(),
             resp,
-            Box::<OpenAiAssembler>::default(),
+            Box::new(OpenAiAssembler {
+                prompt_chars,
+                ..OpenAiAssembler::default()
+            }),
         ))
     }
 }
