@@ -116,8 +116,12 @@ impl EmbeddedModel {
         })
     }
 
-    /// The model's main file (the GGUF of a chat model), if it has a single-file member.
+    /// The file the engine loads: the chat model's GGUF, or the GGUF converted from the
+    /// embedding model's files at installation.
     pub fn primary_file(&self, models_dir: &Path) -> Option<PathBuf> {
+        if self.kind == ModelKind::Embedding {
+            return Some(self.dir(models_dir).join(crate::pull::EMBEDDING_GGUF));
+        }
         self.members.iter().find_map(|m| match m {
             Member::File { to, .. } if *to != "LICENSE" => Some(self.dir(models_dir).join(to)),
             _ => None,

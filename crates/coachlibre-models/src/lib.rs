@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod embedded;
 pub mod pull;
+pub mod registry;
 pub mod remote;
 pub mod toolcall;
 

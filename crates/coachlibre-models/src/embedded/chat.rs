@@ -29,7 +29,7 @@ use super::text::{Step, StopWatch, Utf8Buffer};
 use crate::toolcall::{self, Parsed, StreamSplitter};
 
 /// llama.cpp's global state: initialised once per process.
-fn backend() -> Result<&'static LlamaBackend, ModelError> {
+pub(crate) fn backend() -> Result<&'static LlamaBackend, ModelError> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {

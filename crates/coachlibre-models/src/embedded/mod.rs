@@ -2,9 +2,13 @@
 //!
 //! Chat runs SmolLM2's GGUF through llama.cpp (compiled from source by `llama-cpp-sys-2`):
 //! the engine was chosen by measurement (see `shared/notes/embedded-models-probe.md` and
-//! `docs/benchmarks.md`). Tokenizer and chat template come from the GGUF itself.
+//! `docs/benchmarks.md`). Tokenizer and chat template come from the GGUF itself. Embeddings
+//! run MiniLM through llama.cpp's BERT, from a GGUF converted at install time ([`gguf`]).
 
 pub mod chat;
+pub mod embed;
+pub mod gguf;
 pub mod text;
 
 pub use chat::{EmbeddedChat, EngineOptions};
+pub use embed::EmbeddedEmbedder;

@@ -1,0 +1,97 @@
+//! Embedded embeddings: convert all-MiniLM-L6-v2 to GGUF (f32 or Q8_0 matrices), then measure
+//! sentences/s at batch 1 and 32 and dump the vectors of the reference sentences as JSON lines
+//! (compared with sentence-transformers' by bench/embed_sentence_transformers.py).
+//!
+//!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR f32|q8_0 [THREADS] [OUT.jsonl]
+
+use std::time::Instant;
+
+use coachlibre_core::model::EmbeddingModel;
+use coachlibre_models::embedded::EmbeddedEmbedder;
+use coachlibre_models::embedded::gguf::{MatrixType, convert_bert};
+
+fn sentences() -> Vec<String> {
+    let base = [
+        "How can I stay focused while studying?",
+        "Tips for concentrating when revising for exams.",
+        "The recipe needs two cups of flour and an egg.",
+        "I want to run a marathon next spring.",
+        "Training plan for my first 42 km race.",
+        "My manager keeps rescheduling our one-on-ones.",
+        "Quelle est la meilleure façon de dormir mieux ?",
+        "Remind me to call the dentist tomorrow at 9.",
+    ];
+    base.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn corpus(n: usize) -> Vec<String> {
+    let words = [
+        "coach", "goal", "habit", "focus", "sleep", "run", "career", "plan", "week", "progress",
+        "client", "session",
+    ];
+    (0..n)
+        .map(|i| {
+            (0..(8 + i % 17))
+                .map(|j| words[(i * 7 + j * 3) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = std::path::PathBuf::from(
+        args.get(1)
+            .ok_or("usage: embed_bench MODEL_DIR f32|q8_0 [THREADS] [OUT]")?,
+    );
+    let kind = match args.get(2).map(String::as_str) {
+        Some("q8_0") => MatrixType::Q8_0,
+        _ => MatrixType::F32,
+    };
+    let threads: i32 = args.get(3).map_or(Ok(2), |s| s.parse())?;
+    let gguf = std::env::temp_dir().join(format!("minilm-{kind:?}.gguf"));
+    let t = Instant::now();
+    convert_bert(&dir, &gguf, kind)?;
+    let convert = t.elapsed().as_secs_f64();
+    let model = EmbeddedEmbedder::load("minilm", &gguf, threads)?;
+    let reference = model.embed(&sentences()).await?;
+    if let Some(out) = args.get(4) {
+        let lines: Vec<String> = reference
+            .iter()
+            .map(|v| serde_json::to_string(v).unwrap_or_default())
+            .collect();
+        std::fs::write(out, lines.join("\n"))?;
+    }
+    let texts = corpus(512);
+    let _ = model.embed(&texts[..32]).await?; // warm-up
+    let t = Instant::now();
+    for chunk in texts.chunks(32) {
+        model.embed(chunk).await?;
+    }
+    let b32 = texts.len() as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for s in &texts[..128] {
+        model.embed(std::slice::from_ref(s)).await?;
+    }
+    let b1 = 128.0 / t.elapsed().as_secs_f64();
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0);
+    println!(
+        "engine: CoachLibre embedded (llama.cpp BERT, {kind:?} matrices), threads {threads}, convert {convert:.2} s"
+    );
+    println!(
+        "batch 1: {b1:.0} sentences/s | batch 32: {b32:.0} sentences/s | dims {} | peak RSS MB {rss:.0}",
+        model.dimensions()
+    );
+    Ok(())
+}
