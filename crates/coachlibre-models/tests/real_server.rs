@@ -3,7 +3,7 @@
 //!
 //! Ignored by default (it needs `pip install 'llama-cpp-python[server]'`); CI installs it and
 //! runs `cargo test -p coachlibre-models --test real_server -- --ignored` with
-//! `COACHLIBRE_TEST_LLAMA_PYTHON` naming that Python.
+//! `TEST_LLAMA_PYTHON` naming that Python.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -35,8 +35,8 @@ fn gguf() -> PathBuf {
 }
 
 async fn start() -> (Server, String) {
-    let python = std::env::var("COACHLIBRE_TEST_LLAMA_PYTHON")
-        .expect("set COACHLIBRE_TEST_LLAMA_PYTHON to a Python with llama-cpp-python[server]");
+    let python = std::env::var("TEST_LLAMA_PYTHON")
+        .expect("set TEST_LLAMA_PYTHON to a Python with llama-cpp-python[server]");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
