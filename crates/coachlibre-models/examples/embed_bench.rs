@@ -2,7 +2,7 @@
 //! sentences/s at batch 1 and 32 and dump the vectors of the reference sentences as JSON lines
 //! (compared with sentence-transformers' by bench/embed_sentence_transformers.py).
 //!
-//!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR f32|q8_0 [THREADS] [OUT.jsonl]
+//!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR f32|f16|bf16|q8_0 [THREADS] [OUT.jsonl]
 
 use std::time::Instant;
 
@@ -44,10 +44,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(
         args.get(1)
-            .ok_or("usage: embed_bench MODEL_DIR f32|q8_0 [THREADS] [OUT]")?,
+            .ok_or("usage: embed_bench MODEL_DIR f32|f16|bf16|q8_0 [THREADS] [OUT]")?,
     );
     let kind = match args.get(2).map(String::as_str) {
         Some("q8_0") => MatrixType::Q8_0,
+        Some("f16") => MatrixType::F16,
+        Some("bf16") => MatrixType::Bf16,
         _ => MatrixType::F32,
     };
     let threads: i32 = args.get(3).map_or(Ok(2), |s| s.parse())?;

@@ -21,9 +21,9 @@ use tokio::sync::oneshot;
 /// Longest input, in word pieces (sentence-transformers' `max_seq_length` for this model).
 pub const MAX_TOKENS: usize = 256;
 /// Tokens decoded at once: a batch of texts is split so each decode stays under this.
-const BATCH_TOKENS: usize = 512;
+const BATCH_TOKENS: usize = 4096;
 /// Texts per decode at most.
-const MAX_SEQS: usize = 32;
+const MAX_SEQS: usize = 64;
 /// Requests waiting for the worker at most.
 const QUEUE: usize = 32;
 

@@ -18,6 +18,8 @@ use serde_json::Value;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatrixType {
     F32,
+    F16,
+    Bf16,
     Q8_0,
 }
 
@@ -32,7 +34,9 @@ fn err(m: impl Into<String>) -> ConvertError {
 
 const ALIGN: usize = 32;
 const GGML_F32: u32 = 0;
+const GGML_F16: u32 = 1;
 const GGML_Q8_0: u32 = 8;
+const GGML_BF16: u32 = 30;
 
 /// A tensor read from the safetensors file: shape as stored (row-major, outermost first).
 struct Tensor {
@@ -130,6 +134,13 @@ fn f16_to_f32(h: u16) -> f32 {
         (e, m) => sign | ((e + 112) << 23) | (m << 13),
     };
     f32::from_bits(bits)
+}
+
+/// f32 → bfloat16, round to nearest even.
+fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let round = 0x7fff + ((b >> 16) & 1);
+    (b.wrapping_add(round) >> 16) as u16
 }
 
 /// Q8_0: per block of 32, scale d = max|x| / 127 (stored f16), q = round(x / d).
@@ -318,16 +329,27 @@ pub fn convert_bert(dir: &Path, out: &Path, matrices: MatrixType) -> Result<(), 
         let Some((name, is_matrix)) = gguf_name(hf) else {
             continue;
         };
-        let quantize = is_matrix
-            && matrices == MatrixType::Q8_0
-            && t.shape.last().is_some_and(|c| c.is_multiple_of(32));
-        let (ty, bytes) = if quantize {
-            (GGML_Q8_0, quantize_q8_0(&t.data))
-        } else {
-            (
+        let blocks_fit = t.shape.last().is_some_and(|c| c.is_multiple_of(32));
+        let (ty, bytes): (u32, Vec<u8>) = match matrices {
+            MatrixType::Q8_0 if is_matrix && blocks_fit => (GGML_Q8_0, quantize_q8_0(&t.data)),
+            MatrixType::F16 if is_matrix => (
+                GGML_F16,
+                t.data
+                    .iter()
+                    .flat_map(|v| f16_bits(*v).to_le_bytes())
+                    .collect(),
+            ),
+            MatrixType::Bf16 if is_matrix => (
+                GGML_BF16,
+                t.data
+                    .iter()
+                    .flat_map(|v| bf16_bits(*v).to_le_bytes())
+                    .collect(),
+            ),
+            _ => (
                 GGML_F32,
                 t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            )
+            ),
         };
         while !blob.len().is_multiple_of(ALIGN) {
             blob.push(0);
