@@ -2,7 +2,7 @@
 //! llama-cpp-python's OpenAI-compatible server, serving the embedded model's GGUF.
 //!
 //! Ignored by default (it needs `pip install 'llama-cpp-python[server]'`); CI installs it and
-//! runs `cargo test -p coachlibre-models --test real_server -- --ignored` with
+//! runs `cargo test --workspace -- --ignored` with
 //! `TEST_LLAMA_PYTHON` naming that Python.
 
 use std::path::PathBuf;
