@@ -21,7 +21,11 @@ use tokio::sync::oneshot;
 /// Longest input, in word pieces (sentence-transformers' `max_seq_length` for this model).
 pub const MAX_TOKENS: usize = 256;
 /// Tokens decoded at once: a batch of texts is split so each decode stays under this.
-const BATCH_TOKENS: usize = 4096;
+/// llama.cpp attends over every token of a decode (masking other sequences), so large decodes
+/// cost attention quadratic in the batch; 256 measured best (docs/benchmarks.md).
+const BATCH_TOKENS: usize = 256;
+// Every (truncated) text fits in one decode, so each decode takes at least one text.
+const _: () = assert!(MAX_TOKENS <= BATCH_TOKENS);
 /// Texts per decode at most.
 const MAX_SEQS: usize = 64;
 /// Requests waiting for the worker at most.
