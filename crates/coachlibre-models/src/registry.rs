@@ -106,41 +106,41 @@ impl Registry {
             .ok_or_else(|| {
                 ModelError::NotConfigured(format!("no embedding model named '{name}'"))
             })?;
-        let mut loaded = self
-            .embedders
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(e) = loaded.get(model.name) {
-            return Ok(e.clone());
-        }
         let path = model.primary_file(&self.models_dir).ok_or_else(|| {
             ModelError::NotConfigured(format!("{} has no model file", model.name))
         })?;
         let threads = EngineOptions::default().threads;
-        let engine = Arc::new(EmbeddedEmbedder::load(model.name, &path, threads)?);
-        loaded.insert(model.name, engine.clone());
-        Ok(engine)
+        Ok(get_or_load(&self.embedders, model.name, || {
+            EmbeddedEmbedder::load(model.name, &path, threads)
+        })?)
     }
 
     fn engine(&self, model: &'static EmbeddedModel) -> Result<Arc<EmbeddedChat>, ModelError> {
-        let mut engines = self
-            .engines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(e) = engines.get(model.name) {
-            return Ok(e.clone());
-        }
         let path = model.primary_file(&self.models_dir).ok_or_else(|| {
             ModelError::NotConfigured(format!("{} has no model file", model.name))
         })?;
-        let engine = Arc::new(EmbeddedChat::load(
-            model.name,
-            &path,
-            EngineOptions::default(),
-        )?);
-        engines.insert(model.name, engine.clone());
-        Ok(engine)
+        get_or_load(&self.engines, model.name, || {
+            EmbeddedChat::load(model.name, &path, EngineOptions::default())
+        })
     }
+}
+
+/// The engine loaded under `name`, loading it on first use (each engine holds its model in
+/// memory, so it is loaded once).
+fn get_or_load<T>(
+    cache: &Mutex<HashMap<&'static str, Arc<T>>>,
+    name: &'static str,
+    load: impl FnOnce() -> Result<T, ModelError>,
+) -> Result<Arc<T>, ModelError> {
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(e) = cache.get(name) {
+        return Ok(e.clone());
+    }
+    let engine = Arc::new(load()?);
+    cache.insert(name, engine.clone());
+    Ok(engine)
 }
 
 #[cfg(test)]

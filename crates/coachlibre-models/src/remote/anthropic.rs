@@ -15,39 +15,22 @@ use coachlibre_core::model::{
 };
 use serde_json::{Value, json};
 
-use super::ProviderConfig;
 use super::http::{Assembler, Endpoint, parse_arguments, spawn_stream};
-use super::resilience::{CircuitBreaker, RetryPolicy};
 use super::sse::SseEvent;
 
 /// The API version this client speaks.
 const API_VERSION: &str = "2023-06-01";
 
-/// A Claude model (or anything speaking the Messages API).
+/// A Claude model (or anything speaking the Messages API); `base_url` is the API root, e.g.
+/// `https://api.anthropic.com`.
 #[derive(Debug, Clone)]
 pub struct Anthropic {
     endpoint: Endpoint,
 }
 
+super::http::endpoint_provider!(Anthropic);
+
 impl Anthropic {
-    /// `config.base_url` is the API root, e.g. `https://api.anthropic.com`.
-    pub fn new(name: impl Into<String>, config: ProviderConfig) -> Result<Self, ModelError> {
-        Ok(Self {
-            endpoint: Endpoint::new(name.into(), config)?,
-        })
-    }
-
-    /// Replace the retry policy (tests use short delays).
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.endpoint.retry = retry;
-        self
-    }
-
-    /// The provider's breaker.
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.endpoint.breaker
-    }
-
     fn headers(&self) -> Vec<(&'static str, String)> {
         let mut h = vec![("anthropic-version", API_VERSION.to_owned())];
         if let Some(k) = &self.endpoint.config.api_key {

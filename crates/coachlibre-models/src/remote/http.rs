@@ -181,3 +181,32 @@ pub(crate) fn parse_arguments(raw: String) -> Value {
     }
     serde_json::from_str(&raw).unwrap_or(Value::String(raw))
 }
+
+/// The constructor and accessors every provider over an [`Endpoint`] shares.
+macro_rules! endpoint_provider {
+    ($ty:ident) => {
+        impl $ty {
+            /// A provider named `name` (for logs and usage records).
+            pub fn new(
+                name: impl Into<String>,
+                config: $crate::remote::ProviderConfig,
+            ) -> Result<Self, coachlibre_core::model::ModelError> {
+                Ok(Self {
+                    endpoint: $crate::remote::http::Endpoint::new(name.into(), config)?,
+                })
+            }
+
+            /// Replace the retry policy (tests use short delays).
+            pub fn with_retry(mut self, retry: $crate::remote::resilience::RetryPolicy) -> Self {
+                self.endpoint.retry = retry;
+                self
+            }
+
+            /// The provider's circuit breaker (to report its state).
+            pub fn breaker(&self) -> &$crate::remote::resilience::CircuitBreaker {
+                &self.endpoint.breaker
+            }
+        }
+    };
+}
+pub(crate) use endpoint_provider;

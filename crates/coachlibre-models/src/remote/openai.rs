@@ -11,9 +11,7 @@ use coachlibre_core::model::{
 };
 use serde_json::{Value, json};
 
-use super::ProviderConfig;
 use super::http::{Assembler, Endpoint, parse_arguments, spawn_stream};
-use super::resilience::{CircuitBreaker, RetryPolicy};
 use super::sse::SseEvent;
 
 /// A model on an OpenAI-compatible server.
@@ -22,25 +20,9 @@ pub struct OpenAiCompatible {
     endpoint: Endpoint,
 }
 
+super::http::endpoint_provider!(OpenAiCompatible);
+
 impl OpenAiCompatible {
-    /// A provider named `name` (for logs and usage records).
-    pub fn new(name: impl Into<String>, config: ProviderConfig) -> Result<Self, ModelError> {
-        Ok(Self {
-            endpoint: Endpoint::new(name.into(), config)?,
-        })
-    }
-
-    /// Replace the retry policy (tests use short delays).
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.endpoint.retry = retry;
-        self
-    }
-
-    /// The provider's breaker (to report its state).
-    pub fn breaker(&self) -> &CircuitBreaker {
-        &self.endpoint.breaker
-    }
-
     fn headers(&self) -> Vec<(&'static str, String)> {
         self.endpoint
             .config
