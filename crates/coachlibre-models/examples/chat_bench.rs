@@ -5,6 +5,8 @@
 //! Greedy, 64 new tokens at most, the same prompt as bench/chat_llama_cpp_python.py; prints
 //! the median of RUNS runs (default 6) after one warm-up, and the peak RSS.
 
+mod common;
+
 use std::time::Instant;
 
 use coachlibre_core::model::{ChatEvent, ChatMessage, ChatModel, ChatRequest, GenerationParams};
@@ -17,19 +19,6 @@ const USER: &str = "Give me one practical tip that can help me stay focused whil
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -97,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         median(&mut pp),
         median(&mut tg),
         median(&mut ttft),
-        peak_rss_mb()
+        common::peak_rss_mb()
     );
     println!("answer: {answer}");
     Ok(())

@@ -4,6 +4,8 @@
 //!
 //!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR f32|f16|bf16|q8_0 [THREADS] [OUT.jsonl]
 
+mod common;
+
 use std::time::Instant;
 
 use coachlibre_core::model::EmbeddingModel;
@@ -78,16 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.embed(std::slice::from_ref(s)).await?;
     }
     let b1 = 128.0 / t.elapsed().as_secs_f64();
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-        })
-        .map_or(0.0, |kb| kb / 1024.0);
+    let rss = common::peak_rss_mb();
     println!(
         "engine: CoachLibre embedded (llama.cpp BERT, {kind:?} matrices), threads {threads}, convert {convert:.2} s"
     );

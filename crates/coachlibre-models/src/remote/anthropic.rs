@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coachlibre_core::model::{
     ChatEvent, ChatModel, ChatRequest, ChatRole, ChatStream, FinishReason, ModelError, ToolCall,
-    Usage,
 };
 use serde_json::{Value, json};
 
@@ -214,15 +213,7 @@ impl Assembler for AnthropicAssembler {
             _ if !out.is_empty() => FinishReason::ToolCalls,
             _ => FinishReason::Stop,
         };
-        out.push(ChatEvent::Done {
-            usage: Usage {
-                prompt_tokens: this.input_tokens,
-                completion_tokens: this.output_tokens,
-                cost_usd: endpoint.cost(this.input_tokens, this.output_tokens),
-                estimated: false,
-            },
-            finish,
-        });
+        out.push(endpoint.done(this.input_tokens, this.output_tokens, false, finish));
         out
     }
 }

@@ -106,6 +106,25 @@ impl Endpoint {
         .await
     }
 
+    /// The event that ends a streamed answer, with usage priced by this endpoint.
+    pub fn done(
+        &self,
+        prompt: u32,
+        completion: u32,
+        estimated: bool,
+        finish: coachlibre_core::model::FinishReason,
+    ) -> ChatEvent {
+        ChatEvent::Done {
+            usage: coachlibre_core::model::Usage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                cost_usd: self.cost(prompt, completion),
+                estimated,
+            },
+            finish,
+        }
+    }
+
     /// Cost in dollars of a call, from the configured prices.
     pub fn cost(&self, prompt: u32, completion: u32) -> f64 {
         (f64::from(prompt) * self.config.prompt_price_per_mtok

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, ChatRole, ChatStream, EmbeddingModel,
-    FinishReason, ModelError, ToolCall, Usage,
+    FinishReason, ModelError, ToolCall,
 };
 use serde_json::{Value, json};
 
@@ -197,15 +197,7 @@ impl Assembler for OpenAiAssembler {
             Some(u) => (u, false),
             None => (estimate(), true),
         };
-        out.push(ChatEvent::Done {
-            usage: Usage {
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-                cost_usd: endpoint.cost(prompt, completion),
-                estimated,
-            },
-            finish,
-        });
+        out.push(endpoint.done(prompt, completion, estimated, finish));
         out
     }
 }
