@@ -76,6 +76,43 @@ id_type!(
     AuditId
 );
 
+id_type!(
+    /// An AI coach agent.
+    AgentId
+);
+id_type!(
+    /// A conversation between a client and an agent.
+    ConversationId
+);
+id_type!(
+    /// One message of a conversation.
+    MessageId
+);
+id_type!(
+    /// A long-term memory about a client.
+    MemoryId
+);
+id_type!(
+    /// A client's goal (an objective with key results).
+    GoalId
+);
+id_type!(
+    /// A reminder scheduled for a client.
+    ReminderId
+);
+id_type!(
+    /// A sensitive tool call waiting for a coach's decision.
+    ApprovalId
+);
+id_type!(
+    /// A notification for a coach or an admin.
+    NotificationId
+);
+id_type!(
+    /// A recorded model call (tokens and cost).
+    UsageId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

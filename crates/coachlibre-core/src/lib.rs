@@ -8,10 +8,14 @@
 
 pub mod accounts;
 pub mod actor;
+pub mod agent;
 pub mod audit;
 pub mod auth;
+pub mod conversation;
 pub mod error;
+pub mod goal;
 pub mod ids;
+pub mod memory;
 pub mod model;
 pub mod page;
 pub mod schema;

@@ -13,7 +13,7 @@ use futures_core::Stream;
 use serde::{Deserialize, Serialize};
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChatRole {
     System,
@@ -24,12 +24,13 @@ pub enum ChatRole {
 }
 
 /// A call the model asks the runtime to make.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ToolCall {
     /// Provider-assigned id, echoed in the tool's answer.
     pub id: String,
     pub name: String,
     /// The arguments, parsed as JSON (validated against the tool's schema by the runtime).
+    #[schema(value_type = Object)]
     pub arguments: serde_json::Value,
 }
 
@@ -87,7 +88,8 @@ pub struct ToolSpec {
 }
 
 /// Sampling and length settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct GenerationParams {
     pub max_tokens: u32,
     /// 0 means greedy.
@@ -122,7 +124,7 @@ pub struct ChatRequest {
 }
 
 /// Tokens consumed by one call, and what they cost.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
@@ -135,7 +137,7 @@ pub struct Usage {
 }
 
 /// Why generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     /// The model finished its answer (or hit a stop sequence).

@@ -12,8 +12,17 @@ use async_trait::async_trait;
 
 use crate::Timestamp;
 use crate::actor::Scope;
+use crate::agent::Agent;
 use crate::audit::AuditEntry;
-use crate::ids::{ApiKeyId, RefreshTokenId, SessionFamilyId, TenantId, UserId};
+use crate::conversation::{
+    Approval, ApprovalStatus, Conversation, Message, UsageRecord, UsageTotals,
+};
+use crate::goal::{Goal, Notification, Reminder};
+use crate::ids::{
+    AgentId, ApiKeyId, ApprovalId, ConversationId, GoalId, MemoryId, MessageId, NotificationId,
+    RefreshTokenId, SessionFamilyId, TenantId, UserId,
+};
+use crate::memory::{Memory, Profile};
 use crate::page::PageRequest;
 use crate::tenant::Tenant;
 use crate::user::{Email, MfaState, Role, User};
@@ -197,6 +206,220 @@ pub trait AuditStore {
     ) -> StoreResult<Vec<AuditEntry>>;
 }
 
+/// Agents.
+#[async_trait]
+pub trait AgentStore {
+    async fn insert_agent(&self, agent: &Agent) -> StoreResult<()>;
+    async fn get_agent(&self, tenant: TenantId, id: AgentId) -> StoreResult<Option<Agent>>;
+    /// Replace the stored fields of `agent` (matched by tenant and id).
+    async fn update_agent(&self, agent: &Agent) -> StoreResult<()>;
+    /// Delete an agent and its conversations; false if unknown.
+    async fn delete_agent(&self, tenant: TenantId, id: AgentId) -> StoreResult<bool>;
+    /// Agents ordered by id. With `visible_to`, only tenant-wide agents, the user's own, and
+    /// those of the user's coaches.
+    async fn list_agents(
+        &self,
+        tenant: TenantId,
+        visible_to: Option<UserId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Agent>>;
+}
+
+/// Which conversations to list.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationFilter {
+    /// Only this client's.
+    pub client_id: Option<UserId>,
+    /// Only those of this coach's clients.
+    pub coach_id: Option<UserId>,
+    pub agent_id: Option<AgentId>,
+    pub include_archived: bool,
+}
+
+/// Conversations, messages, approvals and usage.
+#[async_trait]
+pub trait ConversationStore {
+    async fn insert_conversation(&self, c: &Conversation) -> StoreResult<()>;
+    async fn get_conversation(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+    ) -> StoreResult<Option<Conversation>>;
+    /// Newest activity first is not stable under writes: conversations are ordered by id.
+    async fn list_conversations(
+        &self,
+        tenant: TenantId,
+        filter: &ConversationFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Conversation>>;
+    async fn set_conversation_meta(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        title: &str,
+        archived: bool,
+    ) -> StoreResult<()>;
+    async fn set_summary(
+        &self,
+        tenant: TenantId,
+        id: ConversationId,
+        summary: &str,
+        upto: MessageId,
+    ) -> StoreResult<()>;
+    async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<bool>;
+    /// The client's latest unarchived conversation with an agent on a channel.
+    async fn latest_conversation(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        agent: AgentId,
+        channel: &str,
+    ) -> StoreResult<Option<Conversation>>;
+
+    /// Append a message (and touch the conversation).
+    async fn insert_message(&self, m: &Message) -> StoreResult<()>;
+    /// Replace a message's content, tool calls, status and token counts.
+    async fn update_message(&self, m: &Message) -> StoreResult<()>;
+    async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Option<Message>>;
+    /// Messages oldest first, after the cursor.
+    async fn list_messages(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Message>>;
+    /// The newest `limit` messages after `after` (all when absent), returned oldest first.
+    async fn recent_messages(
+        &self,
+        tenant: TenantId,
+        conversation: ConversationId,
+        after: Option<MessageId>,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>>;
+    /// Messages of all the client's conversations containing `text` (case-insensitive),
+    /// newest first.
+    async fn search_messages(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        text: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>>;
+
+    async fn insert_approval(&self, a: &Approval) -> StoreResult<()>;
+    async fn get_approval(&self, tenant: TenantId, id: ApprovalId)
+    -> StoreResult<Option<Approval>>;
+    /// Approvals ordered by id; only those of one status and of one coach's clients when given.
+    async fn list_approvals(
+        &self,
+        tenant: TenantId,
+        status: Option<ApprovalStatus>,
+        coach: Option<UserId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Approval>>;
+    /// Decide a pending approval; false if it was already decided.
+    async fn decide_approval(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        status: ApprovalStatus,
+        by: UserId,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Claim a decided approval for resuming its turn; false if already claimed.
+    async fn claim_approval_resume(&self, tenant: TenantId, id: ApprovalId) -> StoreResult<bool>;
+    /// Decided approvals whose turn has not resumed yet, in every tenant (recovery at start).
+    async fn approvals_to_resume(&self) -> StoreResult<Vec<Approval>>;
+
+    async fn insert_usage(&self, u: &UsageRecord) -> StoreResult<()>;
+    /// Tokens and cost of a client with an agent since an instant.
+    async fn usage_since(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        agent: AgentId,
+        since: Timestamp,
+    ) -> StoreResult<UsageTotals>;
+}
+
+/// The core profile and archival memories.
+#[async_trait]
+pub trait MemoryStore {
+    /// The client's profile (empty if never set).
+    async fn get_profile(&self, tenant: TenantId, client: UserId) -> StoreResult<Profile>;
+    async fn put_profile(&self, tenant: TenantId, client: UserId, p: &Profile) -> StoreResult<()>;
+    async fn insert_memory(&self, m: &Memory) -> StoreResult<()>;
+    /// Replace a memory's kind, key, content, embedding and update time.
+    async fn update_memory(&self, m: &Memory) -> StoreResult<()>;
+    async fn find_memory_by_key(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        key: &str,
+    ) -> StoreResult<Option<Memory>>;
+    /// Memories newest first, before the cursor.
+    async fn list_memories(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Memory>>;
+    /// The newest `limit` memories with their embeddings, for similarity ranking.
+    async fn memories_for_recall(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        limit: i64,
+    ) -> StoreResult<Vec<Memory>>;
+    async fn delete_memory(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        id: MemoryId,
+    ) -> StoreResult<bool>;
+    /// Delete the tenant's memories last updated before `before`; returns how many.
+    async fn expire_memories(&self, tenant: TenantId, before: Timestamp) -> StoreResult<u64>;
+    /// Days memories are kept in a tenant (absent: forever).
+    async fn memory_retention(&self, tenant: TenantId) -> StoreResult<Option<u32>>;
+    async fn set_memory_retention(&self, tenant: TenantId, days: Option<u32>) -> StoreResult<()>;
+    /// Tenants with a retention period, for the expiry sweep.
+    async fn retention_policies(&self) -> StoreResult<Vec<(TenantId, u32)>>;
+}
+
+/// Goals, reminders and notifications.
+#[async_trait]
+pub trait GoalStore {
+    async fn insert_goal(&self, g: &Goal) -> StoreResult<()>;
+    async fn get_goal(&self, tenant: TenantId, id: GoalId) -> StoreResult<Option<Goal>>;
+    async fn update_goal(&self, g: &Goal) -> StoreResult<()>;
+    /// The client's goals, oldest first (a client has few).
+    async fn list_goals(&self, tenant: TenantId, client: UserId) -> StoreResult<Vec<Goal>>;
+    async fn insert_reminder(&self, r: &Reminder) -> StoreResult<()>;
+    /// The client's reminders ordered by id.
+    async fn list_reminders(
+        &self,
+        tenant: TenantId,
+        client: UserId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Reminder>>;
+    /// Insert unless one with the same recipient and dedup key exists; true if inserted.
+    async fn insert_notification(&self, n: &Notification) -> StoreResult<bool>;
+    /// The user's notifications, newest first.
+    async fn list_notifications(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Notification>>;
+    async fn mark_notification_read(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        id: NotificationId,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
+}
+
 /// Whole-database operations.
 #[async_trait]
 pub trait SystemStore {
@@ -214,7 +437,18 @@ pub trait SystemStore {
 
 /// Every storage capability; what services hold as `Arc<dyn Store>`.
 pub trait Store:
-    TenantStore + UserStore + SessionStore + ApiKeyStore + AuditStore + SystemStore + Send + Sync
+    TenantStore
+    + UserStore
+    + SessionStore
+    + ApiKeyStore
+    + AuditStore
+    + AgentStore
+    + ConversationStore
+    + MemoryStore
+    + GoalStore
+    + SystemStore
+    + Send
+    + Sync
 {
 }
 
@@ -224,6 +458,10 @@ impl<T> Store for T where
         + SessionStore
         + ApiKeyStore
         + AuditStore
+        + AgentStore
+        + ConversationStore
+        + MemoryStore
+        + GoalStore
         + SystemStore
         + Send
         + Sync
@@ -233,6 +471,7 @@ impl<T> Store for T where
 /// Every storage trait, to call store methods directly (`use coachlibre_core::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        ApiKeyStore, AuditStore, SessionStore, Store, SystemStore, TenantStore, UserStore,
+        AgentStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, MemoryStore,
+        SessionStore, Store, SystemStore, TenantStore, UserStore,
     };
 }

@@ -10,6 +10,7 @@
 //! SQLite runs in WAL mode with `synchronous = FULL` (an acknowledged write survives a crash
 //! of the process or the machine), foreign keys on and a busy timeout.
 
+mod coaching;
 mod migrate;
 mod rows;
 mod store;

@@ -12,12 +12,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
-    postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
+        postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "agents",
+        sqlite: include_str!("../migrations/sqlite/0002_agents.sql"),
+        postgres: include_str!("../migrations/postgres/0002_agents.sql"),
+    },
+];
 
 /// Arbitrary constant naming CoachLibre's migration lock.
 const PG_LOCK_KEY: i64 = 0x0C0A_C11B;

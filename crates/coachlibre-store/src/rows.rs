@@ -17,7 +17,7 @@ pub(crate) use col;
 macro_rules! fetch_opt {
     ($q:expr, $p:expr, $decode:ident) => {
         match $q.fetch_optional($p).await.map_err($crate::db_err)? {
-            Some(r) => Some($crate::rows::$decode!(r)),
+            Some(r) => Some($decode!(r)),
             None => None,
         }
     };
@@ -30,7 +30,7 @@ macro_rules! fetch_vec {
         let rows = $q.fetch_all($p).await.map_err($crate::db_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            out.push($crate::rows::$decode!(r));
+            out.push($decode!(r));
         }
         out
     }};

@@ -13,7 +13,10 @@ use coachlibre_core::tenant::Tenant;
 use coachlibre_core::user::{Email, MfaState, Role, User};
 use uuid::Uuid;
 
-use crate::rows::{fetch_opt, fetch_vec, scopes_text, user_cols};
+use crate::rows::{
+    api_key_row, audit_row, fetch_opt, fetch_vec, refresh_row, scopes_text, tenant_row, user_cols,
+    user_row,
+};
 use crate::{SqlStore, db_err, on_pool};
 
 /// Turn "no row changed" into [`StoreError::NotFound`].

@@ -1,60 +1,17 @@
 //! The storage contract: every backend must pass every test here. Runs on SQLite always and
 //! on PostgreSQL when `TEST_DATABASE_URL` is set (CI sets it).
 
-use std::sync::Arc;
-
 use coachlibre_core::accounts::{Accounts, By, NewUser};
 use coachlibre_core::actor::Scope;
 use coachlibre_core::audit::AuditEntry;
-use coachlibre_core::ids::{RefreshTokenId, SessionFamilyId, TenantId, UserId};
+use coachlibre_core::ids::{RefreshTokenId, SessionFamilyId, TenantId};
 use coachlibre_core::page::PageRequest;
 use coachlibre_core::store::prelude::*;
 use coachlibre_core::store::{RefreshToken, StoreError, UserFilter};
-use coachlibre_core::tenant::{Tenant, TenantSlug};
-use coachlibre_core::user::{Email, MfaState, Role, User};
-use coachlibre_store::{ConnectOptions, SqlStore};
-use coachlibre_testkit::TestDb;
+use coachlibre_core::user::{MfaState, Role};
 
-/// Run `body` against a migrated store on every configured backend.
-async fn on_every_backend<F, Fut>(body: F)
-where
-    F: Fn(Arc<SqlStore>, &'static str) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    for db in TestDb::all().await.expect("test database") {
-        let store = SqlStore::connect(&db.url, &ConnectOptions::default())
-            .await
-            .expect("connect");
-        store.migrate().await.expect("migrate");
-        let name = match db.kind {
-            coachlibre_testkit::Kind::Sqlite => "sqlite",
-            coachlibre_testkit::Kind::Postgres => "postgres",
-        };
-        body(Arc::new(store.clone()), name).await;
-        store.close().await;
-    }
-}
-
-fn tenant(slug: &str) -> Tenant {
-    Tenant::new(TenantSlug::parse(slug).expect("slug"), "Practice").expect("tenant")
-}
-
-fn user(tenant: TenantId, email: &str, role: Role) -> User {
-    let now = coachlibre_core::now();
-    User {
-        id: UserId::generate(),
-        tenant_id: tenant,
-        email: Email::parse(email).expect("email"),
-        display_name: "Someone".into(),
-        role,
-        password_hash: "$argon2id$placeholder".into(),
-        mfa: MfaState::default(),
-        failed_logins: 0,
-        locked_until: None,
-        created_at: now,
-        updated_at: now,
-    }
-}
+mod common;
+use common::{on_every_backend, tenant, user};
 
 #[tokio::test]
 async fn migrations_are_idempotent() {

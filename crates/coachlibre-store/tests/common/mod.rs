@@ -1,0 +1,50 @@
+//! Helpers shared by the contract suites.
+
+use std::sync::Arc;
+
+use coachlibre_core::ids::{TenantId, UserId};
+use coachlibre_core::tenant::{Tenant, TenantSlug};
+use coachlibre_core::user::{Email, MfaState, Role, User};
+use coachlibre_store::{ConnectOptions, SqlStore};
+use coachlibre_testkit::TestDb;
+
+/// Run `body` against a migrated store on every configured backend.
+pub async fn on_every_backend<F, Fut>(body: F)
+where
+    F: Fn(Arc<SqlStore>, &'static str) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for db in TestDb::all().await.expect("test database") {
+        let store = SqlStore::connect(&db.url, &ConnectOptions::default())
+            .await
+            .expect("connect");
+        store.migrate().await.expect("migrate");
+        let name = match db.kind {
+            coachlibre_testkit::Kind::Sqlite => "sqlite",
+            coachlibre_testkit::Kind::Postgres => "postgres",
+        };
+        body(Arc::new(store.clone()), name).await;
+        store.close().await;
+    }
+}
+
+pub fn tenant(slug: &str) -> Tenant {
+    Tenant::new(TenantSlug::parse(slug).expect("slug"), "Practice").expect("tenant")
+}
+
+pub fn user(tenant: TenantId, email: &str, role: Role) -> User {
+    let now = coachlibre_core::now();
+    User {
+        id: UserId::generate(),
+        tenant_id: tenant,
+        email: Email::parse(email).expect("email"),
+        display_name: "Someone".into(),
+        role,
+        password_hash: "$argon2id$placeholder".into(),
+        mfa: MfaState::default(),
+        failed_logins: 0,
+        locked_until: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
