@@ -66,6 +66,8 @@ pub struct Agent {
     pub params: GenerationParams,
     /// Names of the tools this agent may call.
     pub tools: Vec<String>,
+    /// Tools (among `tools`) whose calls wait for the coach's approval.
+    pub approval_tools: Vec<String>,
     /// Knowledge collections it answers from.
     pub collections: Vec<String>,
     pub memory: MemoryPolicy,
@@ -85,6 +87,8 @@ pub struct AgentInput {
     pub model: Option<String>,
     pub params: Option<GenerationParams>,
     pub tools: Option<Vec<String>>,
+    /// Tools whose calls wait for the coach's approval (each must be in `tools`).
+    pub approval_tools: Option<Vec<String>>,
     pub collections: Option<Vec<String>>,
     pub memory: Option<MemoryPolicy>,
     pub budget: Option<Budget>,
@@ -282,6 +286,7 @@ impl Agent {
             tools: tpl
                 .map(|t| t.tools.iter().map(|s| (*s).to_owned()).collect())
                 .unwrap_or_default(),
+            approval_tools: Vec::new(),
             collections: Vec::new(),
             memory: MemoryPolicy::default(),
             budget: Budget::default(),
@@ -332,6 +337,17 @@ impl Agent {
             }
             self.tools = tools;
         }
+        if let Some(mut sensitive) = input.approval_tools {
+            sensitive.sort();
+            sensitive.dedup();
+            if let Some(bad) = sensitive.iter().find(|t| !self.tools.contains(t)) {
+                return Err(Error::invalid(
+                    "approval_tools",
+                    format!("'{bad}' is not among the agent's tools"),
+                ));
+            }
+            self.approval_tools = sensitive;
+        }
         if let Some(c) = input.collections {
             if c.len() > 64 {
                 return Err(Error::invalid("collections", "at most 64 collections"));
@@ -353,6 +369,11 @@ impl Agent {
     /// Whether the agent may call `tool`.
     pub fn allows(&self, tool: &str) -> bool {
         self.tools.iter().any(|t| t == tool)
+    }
+
+    /// Whether calls of `tool` wait for the coach's approval.
+    pub fn needs_approval(&self, tool: &str) -> bool {
+        self.approval_tools.iter().any(|t| t == tool)
     }
 }
 

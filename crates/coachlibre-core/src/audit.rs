@@ -25,6 +25,16 @@ pub mod action {
     pub const APIKEY_CREATED: &str = "apikey.created";
     pub const APIKEY_REVOKED: &str = "apikey.revoked";
     pub const TENANT_CREATED: &str = "tenant.created";
+    pub const AGENT_CREATED: &str = "agent.created";
+    pub const AGENT_UPDATED: &str = "agent.updated";
+    pub const AGENT_DELETED: &str = "agent.deleted";
+    pub const TOOL_CALLED: &str = "tool.called";
+    pub const TOOL_APPROVAL_REQUESTED: &str = "tool.approval_requested";
+    pub const TOOL_APPROVED: &str = "tool.approved";
+    pub const TOOL_REJECTED: &str = "tool.rejected";
+    pub const MEMORY_DELETED: &str = "memory.deleted";
+    pub const PROFILE_UPDATED: &str = "profile.updated";
+    pub const RETENTION_CHANGED: &str = "tenant.retention_changed";
 }
 
 /// One audited event.

@@ -466,7 +466,14 @@ pub fn extract(text: &str) -> Vec<Extracted> {
                 };
                 (f, value)
             });
-            let content = truncate_chars(sentence, MAX_MEMORY_CHARS);
+            // The statement from its cue on, in the client's words ("News: I moved to
+            // Lyon" → "I moved to Lyon").
+            let from_cue = rest_chars + cue.phrase.chars().count();
+            let statement: String = sentence
+                .chars()
+                .skip(total.saturating_sub(from_cue))
+                .collect();
+            let content = truncate_chars(statement.trim(), MAX_MEMORY_CHARS);
             if !out.iter().any(|e| e.content == content) {
                 out.push(Extracted {
                     kind: cue.kind,
@@ -522,6 +529,10 @@ mod tests {
         assert_eq!(found[1].key, Some("location"));
         assert_eq!(found[2].kind, MemoryKind::Commitment);
         assert_eq!(found[2].content, "I will run three times a week");
+        assert_eq!(
+            extract("News: I moved to Lyon")[0].content,
+            "I moved to Lyon"
+        );
     }
 
     #[test]

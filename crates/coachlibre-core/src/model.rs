@@ -215,3 +215,12 @@ pub trait EmbeddingModel: Send + Sync {
     /// One vector per text, in order.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError>;
 }
+
+/// Where the runtime gets its models: chat models by name, and the embedding model used for
+/// memories (absent when none is installed; recall then falls back to recency).
+pub trait ModelSource: Send + Sync {
+    /// The chat model (or chain) called `name`.
+    fn chat(&self, name: &str) -> Result<std::sync::Arc<dyn ChatModel>, ModelError>;
+    /// The embedding model for memories, if one is available.
+    fn embedder(&self) -> Option<std::sync::Arc<dyn EmbeddingModel>>;
+}

@@ -67,7 +67,7 @@ fn one_row(affected: u64) -> StoreResult<()> {
 }
 
 const AGENT_COLS: &str = "id, tenant_id, owner_id, name, persona, model, params, tools, \
-    collections, memory, budget, template, created_at, updated_at";
+    approval_tools, collections, memory, budget, template, created_at, updated_at";
 
 macro_rules! agent_row {
     ($r:expr) => {{
@@ -81,6 +81,7 @@ macro_rules! agent_row {
             model: col!(r, "model"),
             params: from_json(&col!(r, "params", String))?,
             tools: from_json(&col!(r, "tools", String))?,
+            approval_tools: from_json(&col!(r, "approval_tools", String))?,
             collections: from_json(&col!(r, "collections", String))?,
             memory: from_json(&col!(r, "memory", String))?,
             budget: from_json(&col!(r, "budget", String))?,
@@ -270,6 +271,7 @@ fn role_text(m: &Message) -> &'static str {
 #[async_trait]
 impl AgentStore for SqlStore {
     async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
+        let sensitive = to_json(&a.approval_tools)?;
         let (params, tools, collections, memory, budget) = (
             to_json(&a.params)?,
             to_json(&a.tools)?,
@@ -280,7 +282,7 @@ impl AgentStore for SqlStore {
         on_pool!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO agents ({AGENT_COLS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             ))
             .bind(a.id.as_uuid())
             .bind(a.tenant_id.as_uuid())
@@ -290,6 +292,7 @@ impl AgentStore for SqlStore {
             .bind(&a.model)
             .bind(&params)
             .bind(&tools)
+            .bind(&sensitive)
             .bind(&collections)
             .bind(&memory)
             .bind(&budget)
@@ -314,6 +317,7 @@ impl AgentStore for SqlStore {
     }
 
     async fn update_agent(&self, a: &Agent) -> StoreResult<()> {
+        let sensitive = to_json(&a.approval_tools)?;
         let (params, tools, collections, memory, budget) = (
             to_json(&a.params)?,
             to_json(&a.tools)?,
@@ -324,7 +328,7 @@ impl AgentStore for SqlStore {
         on_pool!(self, p => {
             let r = sqlx::query(
                 "UPDATE agents SET name = $3, persona = $4, model = $5, params = $6, tools = $7, \
-                 collections = $8, memory = $9, budget = $10, updated_at = $11 \
+                 collections = $8, memory = $9, budget = $10, updated_at = $11, approval_tools = $12 \
                  WHERE tenant_id = $1 AND id = $2",
             )
             .bind(a.tenant_id.as_uuid())
@@ -338,6 +342,7 @@ impl AgentStore for SqlStore {
             .bind(&memory)
             .bind(&budget)
             .bind(a.updated_at)
+            .bind(&sensitive)
             .execute(p)
             .await
             .map_err(db_err)?;

@@ -3,6 +3,8 @@
 //!
 //! Used by the storage contract suite and by the server's integration tests.
 
+pub mod scripted;
+
 use std::path::{Path, PathBuf};
 
 use sqlx::Connection;

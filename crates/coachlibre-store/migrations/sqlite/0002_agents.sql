@@ -11,6 +11,7 @@ CREATE TABLE agents (
     model       TEXT NOT NULL,
     params      TEXT NOT NULL,
     tools       TEXT NOT NULL,
+    approval_tools TEXT NOT NULL,
     collections TEXT NOT NULL,
     memory      TEXT NOT NULL,
     budget      TEXT NOT NULL,
