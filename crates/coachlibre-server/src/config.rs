@@ -81,6 +81,29 @@ pub struct Config {
     pub http: HttpConfig,
     pub rate_limit: RateLimitConfig,
     pub auth: AuthConfig,
+    pub agents: AgentsConfig,
+}
+
+/// Agent runtime settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// Model calls one turn may make (each round of tool calls is one more).
+    pub max_steps: u32,
+    /// Embedding model for memories (an embedded model or an OpenAI-compatible provider).
+    pub embedding_model: String,
+    /// How often expired memories are deleted, in seconds.
+    pub retention_sweep_secs: u64,
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: coachlibre_agent::runtime::DEFAULT_MAX_STEPS,
+            embedding_model: "all-minilm-l6-v2".to_owned(),
+            retention_sweep_secs: 3_600,
+        }
+    }
 }
 
 /// Database pool settings.
@@ -151,6 +174,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             rate_limit: RateLimitConfig::default(),
             auth: AuthConfig::default(),
+            agents: AgentsConfig::default(),
         }
     }
 }

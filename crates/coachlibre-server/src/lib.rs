@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod models;
 pub mod routes;
 pub mod state;
 
@@ -27,8 +28,10 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{from_fn_with_state, map_response};
+use coachlibre_agent::{Coaching, Runtime};
 use coachlibre_core::accounts::{Accounts, CreatedUser};
 use coachlibre_core::auth::{Auth, Keys};
+use coachlibre_core::model::ModelSource;
 use coachlibre_core::store::Store;
 use coachlibre_core::tenant::Tenant;
 use coachlibre_store::{ConnectOptions, SqlStore};
@@ -61,6 +64,11 @@ use crate::state::{AppState, Limits};
         (name = "users", description = "People of the tenant and their roles"),
         (name = "api-keys", description = "Keys for integrations"),
         (name = "audit", description = "Audit trail"),
+        (name = "agents", description = "AI coach agents"),
+        (name = "conversations", description = "Conversations and streamed turns"),
+        (name = "memory", description = "What agents know about a client: profile, memories, goals"),
+        (name = "approvals", description = "Sensitive tool calls and notifications"),
+        (name = "openai", description = "OpenAI-compatible facade over agents"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -80,7 +88,9 @@ impl Modify for BearerAuth {
 
 /// Every route and the OpenAPI document describing them.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    use routes::{api_keys, audit, auth, health, me, users};
+    use routes::{
+        agents, api_keys, approvals, audit, auth, clients, conversations, health, me, openai, users,
+    };
 
     let public = OpenApiRouter::new()
         .routes(routes!(auth::login))
@@ -102,6 +112,38 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(agents::list_templates))
+        .routes(routes!(agents::list_agents, agents::create_agent))
+        .routes(routes!(
+            agents::get_agent,
+            agents::update_agent,
+            agents::delete_agent
+        ))
+        .routes(routes!(
+            conversations::list_conversations,
+            conversations::create_conversation
+        ))
+        .routes(routes!(
+            conversations::get_conversation,
+            conversations::update_conversation,
+            conversations::delete_conversation
+        ))
+        .routes(routes!(
+            conversations::list_messages,
+            conversations::send_message
+        ))
+        .routes(routes!(clients::get_profile, clients::put_profile))
+        .routes(routes!(clients::list_memories))
+        .routes(routes!(clients::delete_memory))
+        .routes(routes!(clients::list_goals))
+        .routes(routes!(clients::list_reminders))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::decide))
+        .routes(routes!(approvals::list_notifications))
+        .routes(routes!(approvals::mark_read))
+        .routes(routes!(approvals::get_retention, approvals::put_retention))
+        .routes(routes!(openai::list_models))
+        .routes(routes!(openai::chat_completions))
         .route_layer(from_fn_with_state(state.clone(), middleware::require_auth));
     let api = public
         .merge(protected)
@@ -235,12 +277,19 @@ fn create_secret_file(path: &Path) -> anyhow::Result<String> {
     Ok(secret)
 }
 
-/// Build the services over a store.
-pub fn build_state(config: Config, store: Arc<dyn Store>, keys: Keys) -> anyhow::Result<AppState> {
+/// Build the services over a store and a source of models.
+pub fn build_state(
+    config: Config,
+    store: Arc<dyn Store>,
+    keys: Keys,
+    models: Arc<dyn ModelSource>,
+) -> anyhow::Result<AppState> {
     let policy = config.auth_policy();
+    let runtime = Runtime::new(store.clone(), models).with_max_steps(config.agents.max_steps);
     Ok(AppState {
         auth: Auth::new(store.clone(), keys, policy),
         accounts: Accounts::new(store.clone()),
+        coaching: Coaching::new(store.clone(), runtime),
         metrics: Metrics::new()?,
         limits: Arc::new(Limits::from_config(&config)),
         config: Arc::new(config),
@@ -258,8 +307,21 @@ pub struct Application {
 }
 
 impl Application {
-    /// Open the store, bootstrap an empty database, bind the listener.
+    /// Open the store, bootstrap an empty database, bind the listener; models come from the
+    /// configuration.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let models = Arc::new(models::ConfiguredModels::new(
+            config.model_registry(),
+            config.agents.embedding_model.clone(),
+        ));
+        Self::build_with_models(config, models).await
+    }
+
+    /// Same, with the given source of models (tests use scripted ones).
+    pub async fn build_with_models(
+        config: Config,
+        models: Arc<dyn ModelSource>,
+    ) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
         let keys = load_keys(&config)?;
         let accounts = Accounts::new(store.clone());
@@ -277,7 +339,7 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("binding {}", config.bind))?;
-        let state = build_state(config, store.clone(), keys)?;
+        let state = build_state(config, store.clone(), keys, models)?;
         Ok(Self {
             listener,
             state,
@@ -301,6 +363,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        spawn_background(&self.state);
         let app = app(self.state);
         axum::serve(
             self.listener,
@@ -312,6 +375,32 @@ impl Application {
         self.store.close().await;
         Ok(())
     }
+}
+
+/// Background work of a running server: resume turns whose approval was decided while the
+/// server was down, and expire memories past their tenant's retention period.
+fn spawn_background(state: &AppState) {
+    let runtime = state.coaching.runtime().clone();
+    tokio::spawn(async move {
+        match runtime.resume_pending().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(turns = n, "resumed turns decided while stopped"),
+            Err(e) => tracing::warn!(error = %e, "could not list turns to resume"),
+        }
+    });
+    let store = state.store.clone();
+    let every = Duration::from_secs(state.config.agents.retention_sweep_secs.max(60));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match coachlibre_agent::service::expire_memories(store.as_ref()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(memories = n, "expired memories past retention"),
+                Err(e) => tracing::warn!(error = %e, "memory expiry failed"),
+            }
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use coachlibre_agent::Coaching;
 use coachlibre_core::accounts::Accounts;
 use coachlibre_core::auth::Auth;
 use coachlibre_core::ids::UserId;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub auth: Auth,
     pub accounts: Accounts,
+    pub coaching: Coaching,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub config: Arc<Config>,

@@ -1,11 +1,16 @@
 //! HTTP handlers, one module per resource. Each handler is thin: parse, call a service of
 //! `coachlibre-core`, shape the answer. Every route is listed in [`crate::router`].
 
+pub mod agents;
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod clients;
+pub mod conversations;
 pub mod health;
 pub mod me;
+pub mod openai;
 pub mod users;
 
 use coachlibre_core::page::PageRequest;

@@ -1,6 +1,10 @@
 //! `TestApp`: one server per test, with a helper per common call.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use coachlibre_core::model::ModelSource;
+use coachlibre_testkit::scripted::ScriptedSource;
 
 use coachlibre_server::Application;
 use coachlibre_server::config::{Config, Secret};
@@ -49,6 +53,15 @@ impl TestApp {
     }
 
     pub async fn spawn(db: TestDb, tweak: impl Fn(&mut Config)) -> TestApp {
+        let models: Arc<dyn ModelSource> = Arc::new(ScriptedSource::new());
+        Self::spawn_with_models(db, tweak, models).await
+    }
+
+    pub async fn spawn_with_models(
+        db: TestDb,
+        tweak: impl Fn(&mut Config),
+        models: Arc<dyn ModelSource>,
+    ) -> TestApp {
         let mut config = Config {
             bind: "127.0.0.1:0".parse().expect("addr"),
             data_dir: db.dir().to_path_buf(),
@@ -59,7 +72,9 @@ impl TestApp {
         };
         config.rate_limit.enabled = false;
         tweak(&mut config);
-        let app = Application::build(config).await.expect("build app");
+        let app = Application::build_with_models(config, models)
+            .await
+            .expect("build app");
         let addr = app.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
@@ -132,6 +147,26 @@ impl TestApp {
         self.call(Method::POST, path, Some(token), Some(body)).await
     }
 
+    /// POST and read a Server-Sent Events body to its end: (status, [(event, data)]).
+    pub async fn post_sse(
+        &self,
+        path: &str,
+        token: &str,
+        body: Value,
+    ) -> (StatusCode, Vec<(String, Value)>) {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, parse_sse(&text))
+    }
+
     /// Sign in; returns the full reply.
     pub async fn login_reply(&self, email: &str, password: &str) -> Reply {
         self.call(
@@ -166,4 +201,26 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body["user"]["id"].as_str().expect("id").to_owned()
     }
+}
+
+/// Parse an SSE body into (event name, JSON data) pairs; comments (keep-alives) are skipped
+/// and events without a name are called `message`.
+pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut name = String::from("message");
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(n) = line.strip_prefix("event:") {
+                name = n.trim().to_owned();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            }
+        }
+        if !data.is_empty() {
+            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            out.push((name, value));
+        }
+    }
+    out
 }

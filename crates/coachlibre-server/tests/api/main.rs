@@ -1,6 +1,7 @@
 //! Integration tests: the real server on a random port, over HTTP, against a fresh database
 //! on SQLite and (when `TEST_DATABASE_URL` is set) PostgreSQL.
 
+mod agents;
 mod auth;
 mod errors;
 mod helpers;
