@@ -44,8 +44,8 @@ fn person(t: TenantId, email: &str, role: Role) -> User {
     User {
         id: coachlibre_core::ids::UserId::generate(),
         tenant_id: t,
-        email: Email::parse(email).unwrap(),
-        display_name: email.split('@').next().unwrap().into(),
+        email: Email::parse(email).expect("test setup"),
+        display_name: email.split('@').next().expect("test setup").into(),
         role,
         password_hash: "x".into(),
         mfa: MfaState::default(),
@@ -58,19 +58,23 @@ fn person(t: TenantId, email: &str, role: Role) -> User {
 
 async fn worlds() -> Vec<World> {
     let mut out = Vec::new();
-    for db in TestDb::all().await.unwrap() {
+    for db in TestDb::all().await.expect("test setup") {
         let sql = SqlStore::connect(&db.url, &ConnectOptions::default())
             .await
-            .unwrap();
-        sql.migrate().await.unwrap();
+            .expect("test setup");
+        sql.migrate().await.expect("test setup");
         let store: Arc<dyn Store> = Arc::new(sql);
-        let t = Tenant::new(TenantSlug::parse("rt").unwrap(), "Practice").unwrap();
-        store.insert_tenant(&t).await.unwrap();
+        let t = Tenant::new(TenantSlug::parse("rt").expect("test setup"), "Practice")
+            .expect("test setup");
+        store.insert_tenant(&t).await.expect("test setup");
         let coach = person(t.id, "coach@rt.test", Role::Coach);
         let client = person(t.id, "client@rt.test", Role::Client);
-        store.insert_user(&coach).await.unwrap();
-        store.insert_user(&client).await.unwrap();
-        store.link_coach(t.id, coach.id, client.id).await.unwrap();
+        store.insert_user(&coach).await.expect("test setup");
+        store.insert_user(&client).await.expect("test setup");
+        store
+            .link_coach(t.id, coach.id, client.id)
+            .await
+            .expect("test setup");
         let model = Arc::new(ScriptedModel::new("scripted"));
         let source = ScriptedSource::new()
             .with("scripted", model.clone())
@@ -102,7 +106,7 @@ impl World {
                 },
             )
             .await
-            .unwrap()
+            .expect("test setup")
     }
 
     async fn conversation(
@@ -112,7 +116,7 @@ impl World {
         self.coaching
             .create_conversation(&self.client, agent.id, Channel::Web, None)
             .await
-            .unwrap()
+            .expect("test setup")
             .id
     }
 
@@ -122,7 +126,7 @@ impl World {
             .coaching
             .send_message(&self.client, conv, text)
             .await
-            .unwrap();
+            .expect("test setup");
         let mut events = Vec::new();
         while let Some(ev) = rx.recv().await {
             events.push(ev);

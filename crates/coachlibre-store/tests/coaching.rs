@@ -30,7 +30,7 @@ fn agent(t: coachlibre_core::ids::TenantId, owner: Option<coachlibre_core::ids::
         },
         TOOLS,
     )
-    .unwrap()
+    .expect("valid agent")
 }
 
 #[tokio::test]

@@ -400,3 +400,108 @@ async fn the_openai_facade_lists_agents_and_completes() {
         app.stop().await;
     }
 }
+
+/// End to end with the embedded model: the default agent model, configured as in production.
+#[tokio::test]
+async fn smoke_test_with_the_embedded_model() {
+    let dir = crate::helpers::models_dir();
+    let db = coachlibre_testkit::TestDb::sqlite().expect("db");
+    let app = TestApp::spawn_configured(db, |c| c.models_dir = Some(dir.clone())).await;
+    let admin = app.admin_token().await;
+    app.create_user(&admin, "coach@e2e.test", "coach").await;
+    let coach = app.login("coach@e2e.test", "password for tests").await;
+    app.create_user(&coach, "client@e2e.test", "client").await;
+    let client = app.login("client@e2e.test", "password for tests").await;
+    let r = app
+        .post(
+            "/api/v1/agents",
+            &coach,
+            json!({"template": "sport-coach", "params": {"max_tokens": 24, "temperature": 0}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["model"], "smollm2-135m-instruct");
+    let agent = r.body["id"].as_str().expect("id").to_owned();
+    let r = app
+        .post("/api/v1/conversations", &client, json!({"agent_id": agent}))
+        .await;
+    let conv = r.body["id"].as_str().expect("id").to_owned();
+    let (status, events) = app
+        .post_sse(
+            &format!("/api/v1/conversations/{conv}/messages"),
+            &client,
+            json!({"content": "My name is Sam. How should I start running?"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let text: String = events
+        .iter()
+        .filter(|(n, _)| n == "token")
+        .filter_map(|(_, d)| d["text"].as_str())
+        .collect();
+    assert!(text.split_whitespace().count() >= 3, "answer: {text:?}");
+    let (name, done) = events.last().expect("events");
+    assert_eq!(name, "done", "{events:?}");
+    assert!(done["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 50);
+    let profile = app.get("/api/v1/conversations", &client).await;
+    assert_eq!(profile.body["items"].as_array().map(Vec::len), Some(1));
+    app.stop().await;
+}
+
+const OPENAI_SCRIPT: &str = r#"
+import json, sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key=sys.argv[2])
+models = [m.id for m in client.models.list()]
+reply = client.chat.completions.create(
+    model=sys.argv[3], messages=[{"role": "user", "content": "Hello coach"}])
+stream = client.chat.completions.create(
+    model=sys.argv[3], stream=True, messages=[{"role": "user", "content": "And now?"}])
+streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+print(json.dumps({"models": models, "answer": reply.choices[0].message.content,
+                  "total_tokens": reply.usage.total_tokens, "streamed": streamed}))
+"#;
+
+/// The facade with the official OpenAI Python client (CI installs it and sets
+/// `TEST_OPENAI_PYTHON`; run with `cargo test --workspace -- --ignored`).
+#[tokio::test]
+#[ignore = "needs TEST_OPENAI_PYTHON, a Python with the `openai` package"]
+async fn the_official_openai_client_talks_with_an_agent() {
+    let python = std::env::var("TEST_OPENAI_PYTHON")
+        .expect("set TEST_OPENAI_PYTHON to a Python with the `openai` package");
+    let db = coachlibre_testkit::TestDb::sqlite().expect("db");
+    let model = Arc::new(ScriptedModel::new("scripted"));
+    let app = TestApp::spawn_with_models(db, |_| {}, models(&model)).await;
+    let c = cast(&app, json!({})).await;
+    let key = app
+        .post(
+            "/api/v1/api-keys",
+            &c.client,
+            json!({"name": "py", "scopes": ["read", "write"]}),
+        )
+        .await;
+    let key = key.body["secret"].as_str().expect("secret").to_owned();
+    model.push(Script::text("Hello! Ready when you are."));
+    model.push(Script::text("Pick one small step."));
+    let base = app.url("/v1");
+    let agent = c.agent.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", OPENAI_SCRIPT, &base, &key, &agent])
+            .output()
+            .expect("run python")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json from python");
+    assert_eq!(v["models"], json!([c.agent]));
+    assert_eq!(v["answer"], "Hello! Ready when you are.");
+    assert_eq!(v["streamed"], "Pick one small step.");
+    assert!(v["total_tokens"].as_u64().unwrap_or(0) > 0);
+    app.stop().await;
+}

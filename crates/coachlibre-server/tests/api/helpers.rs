@@ -57,10 +57,23 @@ impl TestApp {
         Self::spawn_with_models(db, tweak, models).await
     }
 
+    /// A server whose models come from its configuration, as in production.
+    pub async fn spawn_configured(db: TestDb, tweak: impl Fn(&mut Config)) -> TestApp {
+        Self::start(db, tweak, None).await
+    }
+
     pub async fn spawn_with_models(
         db: TestDb,
         tweak: impl Fn(&mut Config),
         models: Arc<dyn ModelSource>,
+    ) -> TestApp {
+        Self::start(db, tweak, Some(models)).await
+    }
+
+    async fn start(
+        db: TestDb,
+        tweak: impl Fn(&mut Config),
+        models: Option<Arc<dyn ModelSource>>,
     ) -> TestApp {
         let mut config = Config {
             bind: "127.0.0.1:0".parse().expect("addr"),
@@ -72,9 +85,11 @@ impl TestApp {
         };
         config.rate_limit.enabled = false;
         tweak(&mut config);
-        let app = Application::build_with_models(config, models)
-            .await
-            .expect("build app");
+        let app = match models {
+            Some(m) => Application::build_with_models(config, m).await,
+            None => Application::build(config).await,
+        }
+        .expect("build app");
         let addr = app.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(async move {
@@ -223,4 +238,12 @@ pub fn parse_sse(text: &str) -> Vec<(String, Value)> {
         }
     }
     out
+}
+
+/// Where `cargo run -- models pull` installed the embedded models.
+pub fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("COACHLIBRE_MODELS_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/models"),
+        std::path::PathBuf::from,
+    )
 }
