@@ -399,6 +399,7 @@ impl Runtime {
         Ok(true)
     }
 
+    /// Run a call that `tools::check` accepted.
     async fn call_tool(&self, turn: &Turn, call: &ToolCall) -> Result<Value, tools::ToolError> {
         let ctx = ToolContext {
             store: &self.store,
@@ -408,7 +409,7 @@ impl Runtime {
             conversation: Some(turn.conversation.id),
             agent: &turn.agent,
         };
-        tools::run(&ctx, &call.name, &call.arguments).await
+        tools::execute(&ctx, &call.name, &call.arguments).await
     }
 
     /// Audit a call, store its result for the model, and tell the client.
@@ -544,7 +545,11 @@ impl Runtime {
         };
         let call = &approval.tool_call;
         let outcome = if approval.status == ApprovalStatus::Approved {
-            self.call_tool(&turn, call).await
+            // Checked again: the agent may have changed while the call waited.
+            match tools::check(&turn.agent, &call.name, &call.arguments) {
+                Ok(_) => self.call_tool(&turn, call).await,
+                Err(e) => Err(e),
+            }
         } else {
             Err(tools::ToolError(
                 "the coach declined this action; tell the client and go on without it".into(),

@@ -203,9 +203,8 @@ fn str_arg<'a>(args: &'a Value, key: &str) -> Option<&'a str> {
     args.get(key).and_then(Value::as_str)
 }
 
-/// Run a checked call.
-pub async fn run(ctx: &ToolContext<'_>, name: &str, args: &Value) -> Result<Value, ToolError> {
-    check(ctx.agent, name, args)?;
+/// Run a call that [`check`] accepted.
+pub async fn execute(ctx: &ToolContext<'_>, name: &str, args: &Value) -> Result<Value, ToolError> {
     let memories = Memories::new(ctx.store.clone(), ctx.embedder.clone());
     match name {
         "remember" => {

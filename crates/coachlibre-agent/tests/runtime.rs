@@ -8,7 +8,7 @@ use std::time::Duration;
 use coachlibre_agent::{Coaching, Runtime, TurnEvent, TurnFinish};
 use coachlibre_core::actor::{Actor, Credential};
 use coachlibre_core::agent::{AgentInput, Budget, MemoryPolicy};
-use coachlibre_core::conversation::{ApprovalStatus, Channel, MessageStatus};
+use coachlibre_core::conversation::{ApprovalStatus, Channel, Message, MessageStatus};
 use coachlibre_core::ids::TenantId;
 use coachlibre_core::model::{ChatRole, ModelError};
 use coachlibre_core::page::PageRequest;
@@ -118,6 +118,29 @@ impl World {
             .await
             .expect("test setup")
             .id
+    }
+
+    /// The conversation's messages once `done` holds of them (or after two seconds): for
+    /// what background work writes.
+    async fn wait_for(
+        &self,
+        conv: coachlibre_core::ids::ConversationId,
+        done: impl Fn(&[Message]) -> bool,
+    ) -> Vec<Message> {
+        let mut msgs = Vec::new();
+        for _ in 0..200 {
+            msgs = self
+                .coaching
+                .list_messages(&self.client, conv, &PageRequest::default())
+                .await
+                .expect("messages")
+                .items;
+            if done(&msgs) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        msgs
     }
 
     /// Run a turn to the end and collect its events.
@@ -511,26 +534,13 @@ async fn a_rejected_call_tells_the_model() {
         w.model.push(Script::text("Your coach preferred not to."));
         w.coaching.decide(&w.coach, id, false).await.unwrap();
         // The resume runs in the background; wait for its answer.
-        for _ in 0..100 {
-            if w.model.pending() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let mut last = String::new();
-        for _ in 0..100 {
-            let msgs = w
-                .coaching
-                .list_messages(&w.client, conv, &PageRequest::default())
-                .await
-                .unwrap()
-                .items;
-            last = msgs.last().unwrap().content.clone();
-            if last == "Your coach preferred not to." {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let msgs = w
+            .wait_for(conv, |m| {
+                m.last()
+                    .is_some_and(|l| l.content == "Your coach preferred not to.")
+            })
+            .await;
+        let last = msgs.last().unwrap().content.clone();
         assert_eq!(last, "Your coach preferred not to.");
         let reminders = w
             .coaching
@@ -609,20 +619,10 @@ async fn a_dropped_stream_cancels_and_keeps_the_partial_answer() {
             }
         );
         drop(rx);
-        let mut partial = None;
-        for _ in 0..200 {
-            let msgs = w
-                .coaching
-                .list_messages(&w.client, conv, &PageRequest::default())
-                .await
-                .unwrap()
-                .items;
-            if let Some(m) = msgs.iter().find(|m| m.role == ChatRole::Assistant) {
-                partial = Some(m.clone());
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let msgs = w
+            .wait_for(conv, |m| m.iter().any(|m| m.role == ChatRole::Assistant))
+            .await;
+        let partial = msgs.into_iter().find(|m| m.role == ChatRole::Assistant);
         let partial = partial.expect("partial answer stored");
         assert_eq!(partial.content, "Let me think");
         assert_eq!(partial.status, MessageStatus::Partial);

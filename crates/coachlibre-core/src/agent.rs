@@ -109,6 +109,19 @@ pub struct Template {
     pub tools: &'static [&'static str],
 }
 
+/// The tools of the templates: memory, profile and goals, then reminders (which the career
+/// coach, a conversation about a search, does without).
+const WITH_REMINDERS: &[&str] = &[
+    "remember",
+    "recall",
+    "update_profile",
+    "create_goal",
+    "update_goal",
+    "list_goals",
+    "schedule_reminder",
+];
+const WITHOUT_REMINDERS: &[&str] = WITH_REMINDERS.split_at(WITH_REMINDERS.len() - 1).0;
+
 /// The four templates of the design documents.
 pub const TEMPLATES: &[Template] = &[
     Template {
@@ -119,15 +132,7 @@ pub const TEMPLATES: &[Template] = &[
 Help the client clarify what they want, turn it into a goal with measurable key results, and \
 agree on the next small step. Remind them of what they committed to. Never give medical, legal \
 or financial advice; suggest a professional instead. Keep answers short.",
-        tools: &[
-            "remember",
-            "recall",
-            "update_profile",
-            "create_goal",
-            "update_goal",
-            "list_goals",
-            "schedule_reminder",
-        ],
+        tools: WITH_REMINDERS,
     },
     Template {
         key: "sport-coach",
@@ -137,15 +142,7 @@ or financial advice; suggest a professional instead. Keep answers short.",
 pain before suggesting anything. Plan progressively (no more than 10% more volume per week), \
 respect rest days, and adapt to the athlete's schedule and constraints. If the athlete reports \
 pain or illness, advise rest and a medical opinion. Keep answers short and concrete.",
-        tools: &[
-            "remember",
-            "recall",
-            "update_profile",
-            "create_goal",
-            "update_goal",
-            "list_goals",
-            "schedule_reminder",
-        ],
+        tools: WITH_REMINDERS,
     },
     Template {
         key: "career-coach",
@@ -155,14 +152,7 @@ pain or illness, advise rest and a medical opinion. Keep answers short and concr
 hand out answers: ask one open question at a time that helps the student discover their \
 strengths, the companies that fit them, and how to present themselves. When the student shows \
 a competence, name it and record it. Encourage, stay concrete, keep answers short.",
-        tools: &[
-            "remember",
-            "recall",
-            "update_profile",
-            "create_goal",
-            "update_goal",
-            "list_goals",
-        ],
+        tools: WITHOUT_REMINDERS,
     },
     Template {
         key: "adhd-assistant",
@@ -171,15 +161,7 @@ a competence, name it and record it. Encourage, stay concrete, keep answers shor
         persona: "You are a patient assistant for a person with ADHD. Write very short messages \
 (two sentences at most). Break any task into one small next step. Offer to set a reminder for \
 it. Never judge a missed task; help restart. Remember routines, preferences and commitments.",
-        tools: &[
-            "remember",
-            "recall",
-            "update_profile",
-            "create_goal",
-            "update_goal",
-            "list_goals",
-            "schedule_reminder",
-        ],
+        tools: WITH_REMINDERS,
     },
 ];
 

@@ -230,7 +230,7 @@ pub trait AgentStore {
 pub struct ConversationFilter {
     /// Only this client's.
     pub client_id: Option<UserId>,
-    /// Only those of this coach's clients.
+    /// Only this coach's own and those of their clients.
     pub coach_id: Option<UserId>,
     pub agent_id: Option<AgentId>,
     pub include_archived: bool,

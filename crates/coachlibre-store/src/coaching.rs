@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::rows::{col, fetch_opt, fetch_vec};
-use crate::{SqlStore, db_err, on_pool};
+use crate::{SqlStore, db_err, on_pool, one_row};
 
 /// Encode a structured field.
 pub(crate) fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
@@ -58,16 +58,31 @@ fn count(v: i64) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(u32::MAX)
 }
 
-fn one_row(affected: u64) -> StoreResult<()> {
-    if affected == 0 {
-        Err(StoreError::NotFound)
-    } else {
-        Ok(())
-    }
-}
-
 const AGENT_COLS: &str = "id, tenant_id, owner_id, name, persona, model, params, tools, \
     approval_tools, collections, memory, budget, template, created_at, updated_at";
+
+/// An agent's structured fields, encoded for storage.
+struct AgentJson {
+    params: String,
+    tools: String,
+    approval_tools: String,
+    collections: String,
+    memory: String,
+    budget: String,
+}
+
+impl AgentJson {
+    fn of(a: &Agent) -> StoreResult<Self> {
+        Ok(Self {
+            params: to_json(&a.params)?,
+            tools: to_json(&a.tools)?,
+            approval_tools: to_json(&a.approval_tools)?,
+            collections: to_json(&a.collections)?,
+            memory: to_json(&a.memory)?,
+            budget: to_json(&a.budget)?,
+        })
+    }
+}
 
 macro_rules! agent_row {
     ($r:expr) => {{
@@ -271,14 +286,14 @@ fn role_text(m: &Message) -> &'static str {
 #[async_trait]
 impl AgentStore for SqlStore {
     async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
-        let sensitive = to_json(&a.approval_tools)?;
-        let (params, tools, collections, memory, budget) = (
-            to_json(&a.params)?,
-            to_json(&a.tools)?,
-            to_json(&a.collections)?,
-            to_json(&a.memory)?,
-            to_json(&a.budget)?,
-        );
+        let AgentJson {
+            params,
+            tools,
+            approval_tools: sensitive,
+            collections,
+            memory,
+            budget,
+        } = AgentJson::of(a)?;
         on_pool!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO agents ({AGENT_COLS}) \
@@ -317,14 +332,14 @@ impl AgentStore for SqlStore {
     }
 
     async fn update_agent(&self, a: &Agent) -> StoreResult<()> {
-        let sensitive = to_json(&a.approval_tools)?;
-        let (params, tools, collections, memory, budget) = (
-            to_json(&a.params)?,
-            to_json(&a.tools)?,
-            to_json(&a.collections)?,
-            to_json(&a.memory)?,
-            to_json(&a.budget)?,
-        );
+        let AgentJson {
+            params,
+            tools,
+            approval_tools: sensitive,
+            collections,
+            memory,
+            budget,
+        } = AgentJson::of(a)?;
         on_pool!(self, p => {
             let r = sqlx::query(
                 "UPDATE agents SET name = $3, persona = $4, model = $5, params = $6, tools = $7, \
@@ -434,7 +449,8 @@ impl ConversationStore for SqlStore {
             Ok(fetch_vec!(sqlx::query(&format!(
                 "SELECT {CONV_COLS} FROM conversations v WHERE v.tenant_id = $1 \
                  AND ($2 IS NULL OR v.client_id = $2) \
-                 AND ($3 IS NULL OR EXISTS (SELECT 1 FROM coach_clients c WHERE c.tenant_id = $1 \
+                 AND ($3 IS NULL OR v.client_id = $3 \
+                      OR EXISTS (SELECT 1 FROM coach_clients c WHERE c.tenant_id = $1 \
                       AND c.coach_id = $3 AND c.client_id = v.client_id)) \
                  AND ($4 IS NULL OR v.agent_id = $4) \
                  AND ($5 OR v.archived = $6) \

@@ -18,7 +18,7 @@ mod store;
 use std::str::FromStr;
 use std::time::Duration;
 
-use coachlibre_core::store::StoreError;
+use coachlibre_core::store::{StoreError, StoreResult};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -165,6 +165,15 @@ impl SqlStore {
     /// Close every connection (waits for queries in flight).
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
+    }
+}
+
+/// Turn "no row changed" into [`StoreError::NotFound`].
+pub(crate) fn one_row(affected: u64) -> StoreResult<()> {
+    if affected == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
     }
 }
 

@@ -6,8 +6,8 @@ use coachlibre_core::audit::AuditEntry;
 use coachlibre_core::ids::{ApiKeyId, RefreshTokenId, SessionFamilyId, TenantId, UserId};
 use coachlibre_core::page::PageRequest;
 use coachlibre_core::store::{
-    ApiKey, ApiKeyStore, AuditStore, RefreshToken, SessionStore, StoreError, StoreResult,
-    SystemStore, TenantStore, UserFilter, UserStore,
+    ApiKey, ApiKeyStore, AuditStore, RefreshToken, SessionStore, StoreResult, SystemStore,
+    TenantStore, UserFilter, UserStore,
 };
 use coachlibre_core::tenant::Tenant;
 use coachlibre_core::user::{Email, MfaState, Role, User};
@@ -17,16 +17,7 @@ use crate::rows::{
     api_key_row, audit_row, fetch_opt, fetch_vec, refresh_row, scopes_text, tenant_row, user_cols,
     user_row,
 };
-use crate::{SqlStore, db_err, on_pool};
-
-/// Turn "no row changed" into [`StoreError::NotFound`].
-fn one_row(affected: u64) -> StoreResult<()> {
-    if affected == 0 {
-        Err(StoreError::NotFound)
-    } else {
-        Ok(())
-    }
-}
+use crate::{SqlStore, db_err, on_pool, one_row};
 
 #[async_trait]
 impl TenantStore for SqlStore {

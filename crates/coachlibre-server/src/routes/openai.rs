@@ -337,15 +337,12 @@ fn stream(
                             return Some((Ok(ev), (rx, None, false)));
                         }
                         Some(TurnEvent::Done { finish, usage, .. }) => {
-                            let mut data: Value = json!({
+                            let data = json!({
                                 "id": id, "object": "chat.completion.chunk", "created": created,
                                 "model": model,
                                 "choices": [{"index": 0, "delta": {}, "finish_reason": finish_reason(finish)}],
                                 "usage": usage_json(&usage),
                             });
-                            if let Some(o) = data.as_object_mut() {
-                                o.insert("system_fingerprint".into(), Value::Null);
-                            }
                             let ev = Event::default().data(data.to_string());
                             return Some((Ok(ev), (rx, None, true)));
                         }
