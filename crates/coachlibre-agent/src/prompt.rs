@@ -3,6 +3,7 @@
 
 use coachlibre_core::agent::Agent;
 use coachlibre_core::conversation::Message;
+use coachlibre_core::knowledge::Passage;
 use coachlibre_core::memory::{Memory, Profile};
 use coachlibre_core::model::{ChatMessage, ChatRole};
 
@@ -19,6 +20,7 @@ pub fn system_prompt(
     agent: &Agent,
     profile: &Profile,
     memories: &[Memory],
+    sources: &[Passage],
     summary: &str,
     extra_instructions: &[String],
 ) -> String {
@@ -48,6 +50,21 @@ pub fn system_prompt(
             s.push_str(m.kind.as_str());
             s.push_str(") ");
             s.push_str(&m.content);
+        }
+    }
+    if !sources.is_empty() {
+        s.push_str(
+            "\n\nPassages from your coach's material. Answer from them when they are relevant \
+             and cite them by number, like [1]:",
+        );
+        for (i, p) in sources.iter().enumerate() {
+            s.push_str(&format!("\n[{}] {}", i + 1, p.title));
+            if !p.heading.is_empty() && p.heading != p.title {
+                s.push_str(" > ");
+                s.push_str(&p.heading);
+            }
+            s.push_str(": ");
+            s.push_str(p.text.trim());
         }
     }
     if !summary.trim().is_empty() {

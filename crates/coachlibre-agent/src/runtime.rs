@@ -18,7 +18,10 @@ use coachlibre_core::conversation::{
     Approval, ApprovalStatus, Conversation, Message, MessageStatus, UsageRecord, month_start,
 };
 use coachlibre_core::goal::Notification;
-use coachlibre_core::ids::{ApprovalId, MessageId, UsageId, UserId};
+use coachlibre_core::ids::{
+    ApprovalId, ChunkId, CollectionId, DocumentId, MessageId, UsageId, UserId,
+};
+use coachlibre_core::knowledge::{KnowledgeSource, Passage};
 use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, ChatRole, GenerationParams, ModelError,
     ModelSource, ToolCall, Usage,
@@ -38,6 +41,8 @@ use crate::tools::{self, ToolContext};
 pub const DEFAULT_MAX_STEPS: u32 = 4;
 /// Messages after the summary loaded to build the window.
 const HISTORY_LOAD: i64 = 200;
+/// Passages retrieved into the prompt of an agent with collections.
+const AUTO_SOURCES: usize = 3;
 /// Events buffered between the turn and a slow reader.
 const EVENT_BUFFER: usize = 64;
 
@@ -80,6 +85,20 @@ pub enum TurnEvent {
         tool: String,
         arguments: Value,
     },
+    /// A passage of the coach's material the answer is grounded in (`index` is the number
+    /// the answer cites it by, like `[1]`).
+    Citation {
+        index: usize,
+        chunk_id: ChunkId,
+        document_id: DocumentId,
+        collection_id: CollectionId,
+        title: String,
+        heading: String,
+        /// Byte span of the passage in the document's text.
+        start: i64,
+        end: i64,
+        text: String,
+    },
     Done {
         message_id: MessageId,
         finish: TurnFinish,
@@ -99,6 +118,7 @@ impl TurnEvent {
             Self::ToolCall { .. } => "tool_call",
             Self::ToolResult { .. } => "tool_result",
             Self::ApprovalRequired { .. } => "approval_required",
+            Self::Citation { .. } => "citation",
             Self::Done { .. } => "done",
             Self::Error { .. } => "error",
         }
@@ -146,6 +166,7 @@ impl Sink {
 pub struct Runtime {
     store: Arc<dyn Store>,
     models: Arc<dyn ModelSource>,
+    knowledge: Option<Arc<dyn KnowledgeSource>>,
     max_steps: u32,
 }
 
@@ -182,6 +203,8 @@ struct Turn {
     messages: Vec<ChatMessage>,
     /// Tokens of this turn's model calls.
     usage: Usage,
+    /// Passages given to the model (numbered from 1 in this order).
+    sources: Vec<Passage>,
 }
 
 impl Runtime {
@@ -189,8 +212,15 @@ impl Runtime {
         Self {
             store,
             models,
+            knowledge: None,
             max_steps: DEFAULT_MAX_STEPS,
         }
+    }
+
+    /// Answer from the coach's material (agents with collections).
+    pub fn with_knowledge(mut self, knowledge: Arc<dyn KnowledgeSource>) -> Self {
+        self.knowledge = Some(knowledge);
+        self
     }
 
     /// Change the step limit (at least 1).
@@ -251,9 +281,16 @@ impl Runtime {
 
         let model = self.models.chat(&agent.model).map_err(model_error)?;
         let params = req.params.unwrap_or_else(|| agent.params.clone());
+        let sources = self.retrieve(&conv, &agent, &text).await;
         let messages = match req.history {
-            Some(history) => self.prompt_from(&conv, &agent, &text, history).await?,
-            None => self.prompt(&conv, &agent, model.as_ref(), &text).await?,
+            Some(history) => {
+                self.prompt_from(&conv, &agent, &text, history, &sources)
+                    .await?
+            }
+            None => {
+                self.prompt(&conv, &agent, model.as_ref(), &text, &sources)
+                    .await?
+            }
         };
         let mut turn = Turn {
             conversation: conv,
@@ -262,6 +299,7 @@ impl Runtime {
             params,
             messages,
             usage: Usage::default(),
+            sources,
         };
         let answered = self.steps(&mut turn, sink).await?;
         if answered && turn.agent.memory.extract {
@@ -321,6 +359,9 @@ impl Runtime {
             msg.completion_tokens = turn.usage.completion_tokens;
             if step.calls.is_empty() {
                 self.store.insert_message(&msg).await?;
+                for ev in citations(&msg.content, &turn.sources) {
+                    sink.emit(ev).await;
+                }
                 let finish = match step.finish {
                     coachlibre_core::model::FinishReason::Length => TurnFinish::Length,
                     _ => TurnFinish::Stop,
@@ -404,6 +445,8 @@ impl Runtime {
         let ctx = ToolContext {
             store: &self.store,
             embedder: self.models.embedder(),
+            knowledge: self.knowledge.as_ref(),
+            sources_before: turn.sources.len(),
             tenant: turn.conversation.tenant_id,
             client: turn.conversation.client_id,
             conversation: Some(turn.conversation.id),
@@ -424,6 +467,9 @@ impl Runtime {
             Ok(v) => (true, v),
             Err(e) => (false, json!({"error": e.0})),
         };
+        if ok && call.name == "search_knowledge" {
+            turn.sources.extend(tools::passages_of(&result));
+        }
         let conv = &turn.conversation;
         self.store
             .append_audit(
@@ -534,7 +580,7 @@ impl Runtime {
             self.store.update_message(&msg).await?;
         }
         let model = self.models.chat(&agent.model).map_err(model_error)?;
-        let messages = self.prompt(&conv, &agent, model.as_ref(), "").await?;
+        let messages = self.prompt(&conv, &agent, model.as_ref(), "", &[]).await?;
         let mut turn = Turn {
             conversation: conv,
             params: agent.params.clone(),
@@ -542,6 +588,7 @@ impl Runtime {
             model,
             messages,
             usage: Usage::default(),
+            sources: Vec::new(),
         };
         let call = &approval.tool_call;
         let outcome = if approval.status == ApprovalStatus::Approved {
@@ -581,6 +628,7 @@ impl Runtime {
         agent: &Agent,
         model: &dyn ChatModel,
         text: &str,
+        sources: &[Passage],
     ) -> Result<Vec<ChatMessage>> {
         let history = self
             .store
@@ -595,7 +643,8 @@ impl Runtime {
                 .await?;
         }
         let mut messages = vec![ChatMessage::system(
-            self.system(conv, agent, text, &summary, &[]).await?,
+            self.system(conv, agent, text, &summary, &[], sources)
+                .await?,
         )];
         messages.extend(
             window
@@ -613,13 +662,14 @@ impl Runtime {
         agent: &Agent,
         text: &str,
         history: Vec<ChatMessage>,
+        sources: &[Passage],
     ) -> Result<Vec<ChatMessage>> {
         let (system, turns): (Vec<ChatMessage>, Vec<ChatMessage>) = history
             .into_iter()
             .partition(|m| m.role == ChatRole::System);
         let extra: Vec<String> = system.into_iter().map(|m| m.content).collect();
         let mut messages = vec![ChatMessage::system(
-            self.system(conv, agent, text, &conv.summary, &extra)
+            self.system(conv, agent, text, &conv.summary, &extra, sources)
                 .await?,
         )];
         messages.extend(turns);
@@ -634,6 +684,7 @@ impl Runtime {
         text: &str,
         summary: &str,
         extra: &[String],
+        sources: &[Passage],
     ) -> Result<String> {
         let profile = self
             .store
@@ -645,8 +696,29 @@ impl Runtime {
             .recall(conv.tenant_id, conv.client_id, text, recall_limit)
             .await?;
         Ok(prompt::system_prompt(
-            agent, &profile, &memories, summary, extra,
+            agent, &profile, &memories, sources, summary, extra,
         ))
+    }
+
+    /// Passages of the agent's collections relevant to the client's message (none when the
+    /// agent has no collections; a retrieval failure is logged and the turn goes on).
+    async fn retrieve(&self, conv: &Conversation, agent: &Agent, text: &str) -> Vec<Passage> {
+        let Some(k) = &self.knowledge else {
+            return Vec::new();
+        };
+        if agent.collections.is_empty() || text.trim().is_empty() {
+            return Vec::new();
+        }
+        match k
+            .retrieve(conv.tenant_id, &agent.collections, text, AUTO_SOURCES)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "knowledge retrieval failed; answering without it");
+                Vec::new()
+            }
+        }
     }
 
     /// Fold turns into the summary with the model, or without it if it fails.
@@ -870,6 +942,36 @@ async fn consume(mut stream: coachlibre_core::model::ChatStream, sink: &Sink) ->
             }
         }
     }
+}
+
+/// Citation events for an answer: the sources it cites as `[n]`, or, when it cites none by
+/// number, every source it was given (the answer was grounded in them).
+fn citations(answer: &str, sources: &[Passage]) -> Vec<TurnEvent> {
+    let cited: Vec<usize> = (1..=sources.len())
+        .filter(|n| answer.contains(&format!("[{n}]")))
+        .collect();
+    let picked: Vec<usize> = if cited.is_empty() {
+        (1..=sources.len()).collect()
+    } else {
+        cited
+    };
+    picked
+        .into_iter()
+        .filter_map(|n| {
+            let p = sources.get(n - 1)?;
+            Some(TurnEvent::Citation {
+                index: n,
+                chunk_id: p.chunk_id,
+                document_id: p.document_id,
+                collection_id: p.collection_id,
+                title: p.title.clone(),
+                heading: p.heading.clone(),
+                start: p.start,
+                end: p.end,
+                text: p.text.clone(),
+            })
+        })
+        .collect()
 }
 
 fn model_error(e: ModelError) -> Error {

@@ -123,9 +123,29 @@ impl Coaching {
             (_, None) => Some(actor.user_id),
         };
         let agent = Agent::create(actor.tenant_id, owner, input, &tools::names())?;
+        self.check_collections(&agent).await?;
         self.store.insert_agent(&agent).await?;
         self.audit(actor, action::AGENT_CREATED, agent.id).await?;
         Ok(agent)
+    }
+
+    /// An agent answers from its owner's collections and the practice's shared ones (a
+    /// tenant agent: shared ones only).
+    async fn check_collections(&self, agent: &Agent) -> Result<()> {
+        for id in &agent.collections {
+            let c = self
+                .store
+                .get_collection(agent.tenant_id, *id)
+                .await?
+                .ok_or_else(|| Error::invalid("collections", format!("no collection {id}")))?;
+            if c.owner_id.is_some() && c.owner_id != agent.owner_id {
+                return Err(Error::invalid(
+                    "collections",
+                    format!("collection {id} belongs to another coach"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// An agent the actor may see (and talk to).
@@ -187,6 +207,7 @@ impl Coaching {
         }
         let mut agent = self.owned_agent(actor, id).await?;
         agent.apply(input, &tools::names())?;
+        self.check_collections(&agent).await?;
         self.store.update_agent(&agent).await?;
         self.audit(actor, action::AGENT_UPDATED, agent.id).await?;
         Ok(agent)

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use coachlibre_core::agent::Agent;
 use coachlibre_core::goal::{Goal, GoalStatus, GoalUpdate, GoalView, KeyResult, Reminder};
 use coachlibre_core::ids::{ConversationId, GoalId, TenantId, UserId};
+use coachlibre_core::knowledge::{KnowledgeSource, Passage};
 use coachlibre_core::memory::{MemoryKind, PROFILE_FIELDS};
 use coachlibre_core::model::{EmbeddingModel, ToolSpec};
 use coachlibre_core::store::Store;
@@ -23,6 +24,10 @@ pub struct ToolContext<'a> {
     pub client: UserId,
     pub conversation: Option<ConversationId>,
     pub agent: &'a Agent,
+    /// Where `search_knowledge` looks.
+    pub knowledge: Option<&'a Arc<dyn KnowledgeSource>>,
+    /// Passages already given to the model this turn (new ones are numbered after them).
+    pub sources_before: usize,
 }
 
 impl std::fmt::Debug for ToolContext<'_> {
@@ -161,7 +166,31 @@ pub const BUILTIN: &[Tool] = &[
             }})
         },
     },
+    Tool {
+        name: "search_knowledge",
+        description: "Search your coach's material (programs, worksheets, articles) for passages to answer from; cite them by their number.",
+        parameters: || {
+            json!({"type": "object", "required": ["query"], "additionalProperties": false,
+            "properties": {
+                "query": {"type": "string", "minLength": 1, "maxLength": 500},
+                "limit": {"type": "integer", "minimum": 1, "maximum": 8}
+            }})
+        },
+    },
 ];
+
+/// The passages in a `search_knowledge` result.
+pub fn passages_of(result: &Value) -> Vec<Passage> {
+    result
+        .get("passages")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| serde_json::from_value(p.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Names of every built-in tool.
 pub fn names() -> Vec<&'static str> {
@@ -217,6 +246,37 @@ pub async fn execute(ctx: &ToolContext<'_>, name: &str, args: &Value) -> Result<
                 .remember(ctx.tenant, ctx.client, kind, key, content, "tool")
                 .await?;
             Ok(json!({"remembered": m.content, "id": m.id}))
+        }
+        "search_knowledge" => {
+            let Some(k) = ctx.knowledge else {
+                return Err(ToolError("no knowledge base is configured".into()));
+            };
+            if ctx.agent.collections.is_empty() {
+                return Err(ToolError(
+                    "this agent has no knowledge collections to search".into(),
+                ));
+            }
+            let query = str_arg(args, "query").unwrap_or_default();
+            let limit = args
+                .get("limit")
+                .and_then(Value::as_u64)
+                .and_then(|l| usize::try_from(l).ok())
+                .unwrap_or(3);
+            let found = k
+                .retrieve(ctx.tenant, &ctx.agent.collections, query, limit)
+                .await?;
+            let passages: Vec<Value> = found
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("source".into(), json!(ctx.sources_before + i + 1));
+                    }
+                    v
+                })
+                .collect();
+            Ok(json!({"passages": passages}))
         }
         "recall" => {
             let query = str_arg(args, "query").unwrap_or_default();

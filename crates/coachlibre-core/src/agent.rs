@@ -69,7 +69,7 @@ pub struct Agent {
     /// Tools (among `tools`) whose calls wait for the coach's approval.
     pub approval_tools: Vec<String>,
     /// Knowledge collections it answers from.
-    pub collections: Vec<String>,
+    pub collections: Vec<crate::ids::CollectionId>,
     pub memory: MemoryPolicy,
     pub budget: Budget,
     /// The template it was created from, if any.
@@ -89,7 +89,7 @@ pub struct AgentInput {
     pub tools: Option<Vec<String>>,
     /// Tools whose calls wait for the coach's approval (each must be in `tools`).
     pub approval_tools: Option<Vec<String>>,
-    pub collections: Option<Vec<String>>,
+    pub collections: Option<Vec<crate::ids::CollectionId>>,
     pub memory: Option<MemoryPolicy>,
     pub budget: Option<Budget>,
     /// Start from one of the shipped templates (`GET /api/v1/agent-templates`).

@@ -85,6 +85,12 @@ pub enum Error {
     /// Too many failed logins: the account is temporarily locked.
     #[error("too many failed attempts; try again in {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
+    /// The upload is larger than accepted.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The upload's format is not one that is understood.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A failure that is not the caller's fault. The message is logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -100,6 +106,8 @@ impl Error {
             Self::Unauthenticated(f) => f.code(),
             Self::Forbidden(_) => "forbidden",
             Self::Locked { .. } => "account_locked",
+            Self::TooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Internal(_) => "internal",
         }
     }

@@ -112,6 +112,18 @@ id_type!(
     /// A recorded model call (tokens and cost).
     UsageId
 );
+id_type!(
+    /// A collection of a coach's documents.
+    CollectionId
+);
+id_type!(
+    /// A document of a collection.
+    DocumentId
+);
+id_type!(
+    /// A passage of a document.
+    ChunkId
+);
 
 #[cfg(test)]
 mod tests {

@@ -19,9 +19,10 @@ use crate::conversation::{
 };
 use crate::goal::{Goal, Notification, Reminder};
 use crate::ids::{
-    AgentId, ApiKeyId, ApprovalId, ConversationId, GoalId, MemoryId, MessageId, NotificationId,
-    RefreshTokenId, SessionFamilyId, TenantId, UserId,
+    AgentId, ApiKeyId, ApprovalId, ChunkId, CollectionId, ConversationId, DocumentId, GoalId,
+    MemoryId, MessageId, NotificationId, RefreshTokenId, SessionFamilyId, TenantId, UserId,
 };
+use crate::knowledge::{Chunk, Collection, Document};
 use crate::memory::{Memory, Profile};
 use crate::page::PageRequest;
 use crate::tenant::Tenant;
@@ -420,6 +421,90 @@ pub trait GoalStore {
     ) -> StoreResult<bool>;
 }
 
+/// Collections, documents and their chunks.
+///
+/// Every change to a tenant's chunks (new version ready, document or collection deleted,
+/// embeddings replaced) bumps the tenant's knowledge epoch in the same transaction, so a
+/// process holding an index in memory knows, with one cheap read, when to reload it.
+#[async_trait]
+pub trait KnowledgeStore {
+    async fn insert_collection(&self, c: &Collection) -> StoreResult<()>;
+    async fn get_collection(
+        &self,
+        tenant: TenantId,
+        id: CollectionId,
+    ) -> StoreResult<Option<Collection>>;
+    /// Name and description.
+    async fn update_collection(&self, c: &Collection) -> StoreResult<()>;
+    /// Deletes its documents and chunks too.
+    async fn delete_collection(&self, tenant: TenantId, id: CollectionId) -> StoreResult<bool>;
+    /// Oldest first; with `owner`, only that coach's collections and the tenant's shared
+    /// ones (no owner).
+    async fn list_collections(
+        &self,
+        tenant: TenantId,
+        owner: Option<UserId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Collection>>;
+
+    /// A new document with its extracted text.
+    async fn insert_document(&self, d: &Document, text: &str) -> StoreResult<()>;
+    async fn get_document(&self, tenant: TenantId, id: DocumentId)
+    -> StoreResult<Option<Document>>;
+    /// The document of this collection with this source (file name or URL).
+    async fn find_document(
+        &self,
+        tenant: TenantId,
+        collection: CollectionId,
+        source: &str,
+    ) -> StoreResult<Option<Document>>;
+    /// The stored text of the document's latest upload.
+    async fn document_text(&self, tenant: TenantId, id: DocumentId) -> StoreResult<Option<String>>;
+    /// Replace a document's metadata and status (and, with `text`, its content).
+    async fn update_document(&self, d: &Document, text: Option<&str>) -> StoreResult<()>;
+    /// Status and progress only (cheap, for the ingestion loop).
+    async fn set_document_progress(&self, d: &Document) -> StoreResult<()>;
+    /// Deletes its chunks too.
+    async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<bool>;
+    /// Oldest first.
+    async fn list_documents(
+        &self,
+        tenant: TenantId,
+        collection: CollectionId,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Document>>;
+    /// Documents of every tenant waiting for (or interrupted in) ingestion.
+    async fn documents_to_ingest(&self) -> StoreResult<Vec<Document>>;
+
+    /// In one transaction: replace the document's chunks with `chunks` (embedded by `model`),
+    /// store `d` (status ready), bump the epoch.
+    async fn replace_chunks(&self, d: &Document, chunks: &[Chunk], model: &str) -> StoreResult<()>;
+    async fn get_chunk(&self, tenant: TenantId, id: ChunkId) -> StoreResult<Option<Chunk>>;
+    /// The tenant's chunks in id order after `after`, at most `limit` (to load an index).
+    async fn chunks_after(
+        &self,
+        tenant: TenantId,
+        after: Option<ChunkId>,
+        limit: i64,
+    ) -> StoreResult<Vec<Chunk>>;
+    /// Chunks of the tenant whose embedding was not made by `model`, at most `limit`.
+    async fn chunks_not_embedded_by(
+        &self,
+        tenant: TenantId,
+        model: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<Chunk>>;
+    /// Store new embeddings (made by `model`) and bump the epoch.
+    async fn set_chunk_embeddings(
+        &self,
+        tenant: TenantId,
+        embeddings: &[(ChunkId, Vec<f32>)],
+        model: &str,
+    ) -> StoreResult<()>;
+    /// Counter bumped by every change to the tenant's chunks.
+    async fn knowledge_epoch(&self, tenant: TenantId) -> StoreResult<i64>;
+}
+
 /// Whole-database operations.
 #[async_trait]
 pub trait SystemStore {
@@ -446,6 +531,7 @@ pub trait Store:
     + ConversationStore
     + MemoryStore
     + GoalStore
+    + KnowledgeStore
     + SystemStore
     + Send
     + Sync
@@ -462,6 +548,7 @@ impl<T> Store for T where
         + ConversationStore
         + MemoryStore
         + GoalStore
+        + KnowledgeStore
         + SystemStore
         + Send
         + Sync
@@ -471,7 +558,7 @@ impl<T> Store for T where
 /// Every storage trait, to call store methods directly (`use coachlibre_core::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AgentStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, MemoryStore,
-        SessionStore, Store, SystemStore, TenantStore, UserStore,
+        AgentStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, KnowledgeStore,
+        MemoryStore, SessionStore, Store, SystemStore, TenantStore, UserStore,
     };
 }

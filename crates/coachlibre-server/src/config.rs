@@ -82,6 +82,16 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub auth: AuthConfig,
     pub agents: AgentsConfig,
+    pub knowledge: KnowledgeConfig,
+}
+
+/// Knowledge base settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KnowledgeConfig {
+    /// Let coaches import URLs on loopback and private networks (off: the server would
+    /// otherwise fetch internal services for them).
+    pub allow_private_urls: bool,
 }
 
 /// Agent runtime settings.
@@ -175,6 +185,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             auth: AuthConfig::default(),
             agents: AgentsConfig::default(),
+            knowledge: KnowledgeConfig::default(),
         }
     }
 }

@@ -34,6 +34,7 @@ use coachlibre_core::auth::{Auth, Keys};
 use coachlibre_core::model::ModelSource;
 use coachlibre_core::store::Store;
 use coachlibre_core::tenant::Tenant;
+use coachlibre_knowledge::Knowledge;
 use coachlibre_store::{ConnectOptions, SqlStore};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -89,7 +90,8 @@ impl Modify for BearerAuth {
 /// Every route and the OpenAPI document describing them.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
-        agents, api_keys, approvals, audit, auth, clients, conversations, health, me, openai, users,
+        agents, api_keys, approvals, audit, auth, clients, conversations, health, knowledge, me,
+        openai, users,
     };
 
     let public = OpenApiRouter::new()
@@ -144,6 +146,28 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(approvals::get_retention, approvals::put_retention))
         .routes(routes!(openai::list_models))
         .routes(routes!(openai::chat_completions))
+        .routes(routes!(
+            knowledge::list_collections,
+            knowledge::create_collection
+        ))
+        .routes(routes!(
+            knowledge::get_collection,
+            knowledge::update_collection,
+            knowledge::delete_collection
+        ))
+        .routes(routes!(knowledge::list_documents))
+        .routes(routes!(knowledge::import_url))
+        .routes(routes!(knowledge::get_document, knowledge::delete_document))
+        .routes(routes!(knowledge::get_chunk))
+        .routes(routes!(knowledge::search))
+        .merge(
+            // Uploads get their own body limit (the extracted text is checked again).
+            OpenApiRouter::new()
+                .routes(routes!(knowledge::upload_document))
+                .layer(DefaultBodyLimit::max(
+                    coachlibre_knowledge::extract::MAX_UPLOAD_BYTES + 64 * 1024,
+                )),
+        )
         .route_layer(from_fn_with_state(state.clone(), middleware::require_auth));
     let api = public
         .merge(protected)
@@ -285,8 +309,13 @@ pub fn build_state(
     models: Arc<dyn ModelSource>,
 ) -> anyhow::Result<AppState> {
     let policy = config.auth_policy();
-    let runtime = Runtime::new(store.clone(), models).with_max_steps(config.agents.max_steps);
+    let knowledge = Knowledge::start(store.clone(), models.embedder())
+        .allow_private_urls(config.knowledge.allow_private_urls);
+    let runtime = Runtime::new(store.clone(), models)
+        .with_max_steps(config.agents.max_steps)
+        .with_knowledge(Arc::new(knowledge.clone()));
     Ok(AppState {
+        knowledge,
         auth: Auth::new(store.clone(), keys, policy),
         accounts: Accounts::new(store.clone()),
         coaching: Coaching::new(store.clone(), runtime),

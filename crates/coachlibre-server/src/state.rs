@@ -9,6 +9,7 @@ use coachlibre_core::accounts::Accounts;
 use coachlibre_core::auth::Auth;
 use coachlibre_core::ids::UserId;
 use coachlibre_core::store::Store;
+use coachlibre_knowledge::Knowledge;
 
 use crate::config::Config;
 use crate::middleware::metrics::Metrics;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub auth: Auth,
     pub accounts: Accounts,
     pub coaching: Coaching,
+    pub knowledge: Knowledge,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub config: Arc<Config>,

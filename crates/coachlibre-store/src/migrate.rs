@@ -25,6 +25,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_agents.sql"),
         postgres: include_str!("../migrations/postgres/0002_agents.sql"),
     },
+    Migration {
+        version: 3,
+        name: "knowledge",
+        sqlite: include_str!("../migrations/sqlite/0003_knowledge.sql"),
+        postgres: include_str!("../migrations/postgres/0003_knowledge.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.

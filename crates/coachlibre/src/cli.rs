@@ -58,6 +58,9 @@ enum Command {
     /// Install and list the embedded models.
     #[command(subcommand)]
     Models(crate::models::ModelsCmd),
+    /// Manage the knowledge search indexes.
+    #[command(subcommand)]
+    Index(IndexCmd),
     /// One chat turn with a configured model, streamed to the terminal.
     Chat(crate::chat::ChatArgs),
 }
@@ -167,6 +170,13 @@ enum ApiKeyCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum IndexCmd {
+    /// Re-embed every passage not embedded by the configured embedding model (after a model
+    /// change), with a progress bar; the search indexes are rebuilt from the database.
+    Rebuild,
+}
+
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::load(&cli.config)?;
     if let Some(d) = &cli.data_dir {
@@ -217,6 +227,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::Index(IndexCmd::Rebuild) => index_rebuild(&config).await,
         Command::Tenant(cmd) => {
             let store = open_store(&config).await?;
             let result = tenant(Accounts::new(store.clone()), cmd).await;
@@ -236,6 +247,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             result
         }
     }
+}
+
+async fn index_rebuild(config: &Config) -> anyhow::Result<()> {
+    use coachlibre_core::model::ModelSource;
+    let store = open_store(config).await?;
+    let models = coachlibre_server::models::ConfiguredModels::new(
+        config.model_registry(),
+        config.agents.embedding_model.clone(),
+    );
+    let Some(embedder) = models.embedder() else {
+        anyhow::bail!(
+            "the embedding model '{}' is not available: run `coachlibre models pull` or check \
+             agents.embedding_model",
+            config.agents.embedding_model
+        );
+    };
+    let name = embedder.name().to_owned();
+    let knowledge = coachlibre_knowledge::Knowledge::new(store.clone(), Some(embedder));
+    let pb = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {pos}/{len} passages {per_sec} eta {eta}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(format!("embedding with {name}"));
+    let n = knowledge
+        .rebuild(|done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("rebuilding: {e}"))?;
+    pb.finish_and_clear();
+    println!("{n} passages re-embedded with {name}; indexes rebuild from the database on next use");
+    store.close().await;
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, parse_sse};
 
 /// One scripted model per server, kept to queue answers.
-fn models(model: &Arc<ScriptedModel>) -> Arc<dyn ModelSource> {
+pub(crate) fn models(model: &Arc<ScriptedModel>) -> Arc<dyn ModelSource> {
     Arc::new(
         ScriptedSource::new()
             .with("scripted", model.clone())
@@ -20,7 +20,7 @@ fn models(model: &Arc<ScriptedModel>) -> Arc<dyn ModelSource> {
     )
 }
 
-async fn apps() -> Vec<(TestApp, Arc<ScriptedModel>)> {
+pub(crate) async fn apps() -> Vec<(TestApp, Arc<ScriptedModel>)> {
     let mut out = Vec::new();
     for db in coachlibre_testkit::TestDb::all().await.expect("db") {
         let model = Arc::new(ScriptedModel::new("scripted"));
@@ -31,14 +31,14 @@ async fn apps() -> Vec<(TestApp, Arc<ScriptedModel>)> {
 }
 
 /// A coach, their client (tokens and ids) and an agent of the coach.
-struct Cast {
-    coach: String,
-    client: String,
-    client_id: String,
-    agent: String,
+pub(crate) struct Cast {
+    pub coach: String,
+    pub client: String,
+    pub client_id: String,
+    pub agent: String,
 }
 
-async fn cast(app: &TestApp, agent_extra: Value) -> Cast {
+pub(crate) async fn cast(app: &TestApp, agent_extra: Value) -> Cast {
     let admin = app.admin_token().await;
     app.create_user(&admin, "coach@x.test", "coach").await;
     let coach = app.login("coach@x.test", "password for tests").await;
@@ -58,7 +58,7 @@ async fn cast(app: &TestApp, agent_extra: Value) -> Cast {
     }
 }
 
-async fn conversation(app: &TestApp, c: &Cast) -> String {
+pub(crate) async fn conversation(app: &TestApp, c: &Cast) -> String {
     let r = app
         .post(
             "/api/v1/conversations",

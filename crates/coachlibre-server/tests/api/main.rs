@@ -6,5 +6,6 @@ mod auth;
 mod errors;
 mod helpers;
 mod isolation;
+mod knowledge;
 mod operations;
 mod users;

@@ -1,0 +1,352 @@
+//! From uploaded bytes to text with its structure: plain text and Markdown as they are,
+//! HTML to Markdown-style text (headings as `#` lines, one paragraph per block), PDF through
+//! `pdf-extract` (one paragraph per text block, pages apart).
+
+use scraper::{ElementRef, Html, Node};
+
+/// Largest accepted upload.
+pub const MAX_UPLOAD_BYTES: usize = 20 * 1024 * 1024;
+
+/// The formats understood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Markdown,
+    Html,
+    Pdf,
+}
+
+impl Format {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::Text => "text/plain",
+            Self::Markdown => "text/markdown",
+            Self::Html => "text/html",
+            Self::Pdf => "application/pdf",
+        }
+    }
+
+    /// The format of an upload, from its content (PDF magic), declared type and name.
+    pub fn detect(bytes: &[u8], declared: Option<&str>, name: &str) -> Option<Self> {
+        if bytes.starts_with(b"%PDF-") {
+            return Some(Self::Pdf);
+        }
+        let declared = declared
+            .map(|d| d.split(';').next().unwrap_or(d).trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let ext = name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match (declared.as_str(), ext.as_str()) {
+            ("application/pdf", _) | (_, "pdf") => Some(Self::Pdf),
+            ("text/html" | "application/xhtml+xml", _) | (_, "html" | "htm" | "xhtml") => {
+                Some(Self::Html)
+            }
+            ("text/markdown" | "text/x-markdown", _) | (_, "md" | "markdown") => {
+                Some(Self::Markdown)
+            }
+            ("text/plain", _) | (_, "txt" | "text") => Some(Self::Text),
+            // Untyped uploads: HTML if it looks like it, text if it decodes.
+            ("" | "application/octet-stream", _) => {
+                let head = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).to_lowercase();
+                if head.contains("<html") || head.contains("<!doctype html") {
+                    Some(Self::Html)
+                } else if std::str::from_utf8(bytes).is_ok() {
+                    Some(Self::Text)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why an upload cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error(
+        "unsupported file type: upload plain text (.txt), Markdown (.md), HTML (.html) or PDF (.pdf)"
+    )]
+    Unsupported,
+    #[error("the file ({0} bytes) is larger than the {limit} MiB limit", limit = MAX_UPLOAD_BYTES / 1024 / 1024)]
+    TooLarge(usize),
+    #[error("the PDF is encrypted; upload a copy without a password")]
+    Encrypted,
+    #[error("the file could not be read as {format}: {reason}")]
+    Corrupt {
+        format: &'static str,
+        reason: String,
+    },
+    #[error("the file has no extractable text (a scanned PDF needs OCR first)")]
+    Empty,
+}
+
+/// The text of an upload in `format`.
+pub fn extract(bytes: &[u8], format: Format) -> Result<String, ExtractError> {
+    if bytes.len() > MAX_UPLOAD_BYTES {
+        return Err(ExtractError::TooLarge(bytes.len()));
+    }
+    let text = match format {
+        Format::Text | Format::Markdown => normalise(&decode(bytes)),
+        Format::Html => html_to_text(&decode(bytes)),
+        Format::Pdf => pdf_to_text(bytes)?,
+    };
+    if text.trim().is_empty() {
+        return Err(ExtractError::Empty);
+    }
+    Ok(text)
+}
+
+/// UTF-8 (with or without BOM), else Windows-1252 (what older French text files use).
+fn decode(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(s) => s.to_owned(),
+        Err(_) => encoding_rs::WINDOWS_1252.decode(bytes).0.into_owned(),
+    }
+}
+
+/// `\n` line ends, no trailing spaces, at most one blank line in a row, no control characters.
+pub fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank = 0;
+    for line in text.replace("\r\n", "\n").replace('\r', "\n").lines() {
+        let line: String = line
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\t')
+            .collect();
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            blank += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if blank > 0 { "\n\n" } else { "\n" });
+        }
+        blank = 0;
+        out.push_str(line);
+    }
+    out
+}
+
+/// Elements whose text is not content.
+const SKIPPED: &[&str] = &[
+    "script", "style", "noscript", "head", "template", "svg", "iframe", "nav", "form", "button",
+];
+/// Elements that start a new paragraph.
+const BLOCKS: &[&str] = &[
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "header",
+    "footer",
+    "aside",
+    "blockquote",
+    "pre",
+    "ul",
+    "ol",
+    "li",
+    "dl",
+    "dt",
+    "dd",
+    "table",
+    "tr",
+    "figure",
+    "figcaption",
+    "hr",
+    "address",
+];
+
+/// HTML to Markdown-style text: `#` headings, paragraphs apart, list items as `- `.
+pub fn html_to_text(html: &str) -> String {
+    let doc = Html::parse_document(html);
+    let mut out = String::new();
+    walk(doc.root_element(), &mut out);
+    normalise(&out)
+}
+
+fn walk(el: ElementRef<'_>, out: &mut String) {
+    for child in el.children() {
+        match child.value() {
+            Node::Text(t) => {
+                // Collapse HTML whitespace.
+                let mut last_space = out.ends_with([' ', '\n']);
+                for c in t.chars() {
+                    if c.is_whitespace() {
+                        if !last_space {
+                            out.push(' ');
+                            last_space = true;
+                        }
+                    } else {
+                        out.push(c);
+                        last_space = false;
+                    }
+                }
+            }
+            Node::Element(e) => {
+                let name = e.name();
+                if SKIPPED.contains(&name) {
+                    continue;
+                }
+                let Some(child_el) = ElementRef::wrap(child) else {
+                    continue;
+                };
+                let heading = match name {
+                    "h1" => 1,
+                    "h2" => 2,
+                    "h3" => 3,
+                    "h4" => 4,
+                    "h5" => 5,
+                    "h6" => 6,
+                    _ => 0,
+                };
+                if heading > 0 {
+                    out.push_str("\n\n");
+                    out.push_str(&"#".repeat(heading));
+                    out.push(' ');
+                    let mut inner = String::new();
+                    walk(child_el, &mut inner);
+                    out.push_str(&inner.split_whitespace().collect::<Vec<_>>().join(" "));
+                    out.push_str("\n\n");
+                } else if name == "br" {
+                    out.push('\n');
+                } else if name == "li" {
+                    if !out.ends_with('\n') {
+                        out.push('\n');
+                    }
+                    out.push_str("- ");
+                    walk(child_el, out);
+                    out.push('\n');
+                } else if BLOCKS.contains(&name) {
+                    out.push_str("\n\n");
+                    walk(child_el, out);
+                    out.push_str("\n\n");
+                } else {
+                    walk(child_el, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The text of a PDF. `pdf-extract` panics on some malformed files; that is caught and
+/// reported as a corrupt file.
+fn pdf_to_text(bytes: &[u8]) -> Result<String, ExtractError> {
+    let encrypted = bytes.windows(8).any(|w| w == b"/Encrypt");
+    let result = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
+    match result {
+        Ok(Ok(text)) => Ok(pdf_paragraphs(&text)),
+        _ if encrypted => Err(ExtractError::Encrypted),
+        Ok(Err(e)) => Err(ExtractError::Corrupt {
+            format: "PDF",
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(ExtractError::Corrupt {
+            format: "PDF",
+            reason: "its structure is invalid".into(),
+        }),
+    }
+}
+
+/// `pdf-extract` puts a line break at each line of the page: rejoin lines into paragraphs
+/// (a blank line or a page break ends one), undoing end-of-line hyphenation.
+fn pdf_paragraphs(text: &str) -> String {
+    let text = text.replace('\u{c}', "\n\n");
+    let mut out = String::with_capacity(text.len());
+    for para in text.split("\n\n") {
+        let mut p = String::new();
+        for line in para.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if p.ends_with('-') && line.starts_with(char::is_lowercase) {
+                p.pop();
+            } else if !p.is_empty() {
+                p.push(' ');
+            }
+            p.push_str(line);
+        }
+        if !p.is_empty() {
+            out.push_str(&p);
+            out.push_str("\n\n");
+        }
+    }
+    normalise(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_detected_by_magic_type_and_name() {
+        assert_eq!(
+            Format::detect(b"%PDF-1.4 ...", None, "x.bin"),
+            Some(Format::Pdf)
+        );
+        assert_eq!(
+            Format::detect(b"# T", None, "notes.md"),
+            Some(Format::Markdown)
+        );
+        assert_eq!(
+            Format::detect(b"<p>x</p>", Some("text/html; charset=utf-8"), "page"),
+            Some(Format::Html)
+        );
+        assert_eq!(
+            Format::detect(b"<!DOCTYPE html><html>", None, "upload"),
+            Some(Format::Html)
+        );
+        assert_eq!(Format::detect(b"hello", None, "a.txt"), Some(Format::Text));
+        assert_eq!(
+            Format::detect(b"\x00\x01\xff", Some("image/png"), "a.png"),
+            None
+        );
+        assert_eq!(Format::detect(b"\xff\xfe\x00", None, "blob"), None);
+    }
+
+    #[test]
+    fn html_keeps_headings_paragraphs_and_lists_and_drops_scripts() {
+        let html = "<html><head><title>T</title><style>p{}</style></head><body>\
+            <nav>menu</nav><h1>Programme  <em>10 km</em></h1><p>Courir   trois fois\n par \
+            semaine.</p><script>alert(1)</script><ul><li>Lundi: repos</li><li>Mardi: \
+            fractionn&eacute;</li></ul><h2>Semaine 2</h2><div>Plus long.<br>Toujours.</div>\
+            </body></html>";
+        let text = html_to_text(html);
+        assert_eq!(
+            text,
+            "# Programme 10 km\n\nCourir trois fois par semaine.\n\n- Lundi: repos\n- Mardi: \
+             fractionné\n\n## Semaine 2\n\nPlus long.\nToujours."
+        );
+    }
+
+    #[test]
+    fn text_is_normalised_and_latin1_decoded() {
+        assert_eq!(normalise("a\r\nb  \n\n\n\nc\u{7}"), "a\nb\n\nc");
+        assert_eq!(
+            extract(b"caf\xe9 cr\xe8me", Format::Text).ok().as_deref(),
+            Some("café crème")
+        );
+        assert_eq!(extract(b"  \n ", Format::Text), Err(ExtractError::Empty));
+    }
+
+    #[test]
+    fn broken_pdfs_get_clear_errors() {
+        let err = extract(b"%PDF-1.4\nthis is not a pdf at all", Format::Pdf);
+        assert!(matches!(err, Err(ExtractError::Corrupt { .. })), "{err:?}");
+        let err = extract(
+            b"%PDF-1.4\ntrailer << /Encrypt 5 0 R >>\n%%EOF",
+            Format::Pdf,
+        );
+        assert_eq!(err, Err(ExtractError::Encrypted));
+    }
+
+    #[test]
+    fn pdf_lines_are_rejoined_into_paragraphs() {
+        assert_eq!(
+            pdf_paragraphs("Le plan d'entraî-\nnement dure\nhuit semaines.\n\n\u{c}Page deux."),
+            "Le plan d'entraînement dure huit semaines.\n\nPage deux."
+        );
+    }
+}
