@@ -14,6 +14,9 @@
 //! extraction included), sequentially and with 16 conversations at once.
 
 use std::sync::Arc;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use coachlibre_agent::{Coaching, Runtime, TurnEvent, TurnRequest};
@@ -139,7 +142,11 @@ async fn main() -> anyhow::Result<()> {
     store.insert_tenant(&tenant).await?;
     let coach = person(tenant.id, &format!("coach@{slug}.test"), Role::Coach)?;
     store.insert_user(&coach).await?;
-    let model = Arc::new(ScriptedModel::new("scripted").always(Script::text(ANSWER)));
+    let model = Arc::new(
+        ScriptedModel::new("scripted")
+            .always(Script::text(ANSWER))
+            .without_recording(),
+    );
     let source = ScriptedSource::new()
         .with("scripted", model)
         .with_embedder(Arc::new(HashEmbedder));

@@ -94,11 +94,7 @@ pub fn split_window(history: &[Message], window_tokens: u32) -> (&[Message], &[M
     let mut used: u32 = 0;
     let mut start = history.len();
     for (i, m) in history.iter().enumerate().rev() {
-        let cost = estimate_tokens(&m.content)
-            + m.tool_calls
-                .iter()
-                .map(|c| estimate_tokens(&c.arguments.to_string()))
-                .sum::<u32>();
+        let cost = message_tokens(m);
         if start < history.len() && used.saturating_add(cost) > window_tokens {
             break;
         }
@@ -109,6 +105,25 @@ pub fn split_window(history: &[Message], window_tokens: u32) -> (&[Message], &[M
         start += 1;
     }
     history.split_at(start)
+}
+
+/// What to fold before this turn: nothing while the history fits `window_tokens`; once it
+/// overflows, everything but the newest half-window. Folding in steps of half a window (rather
+/// than a message or two each turn) keeps summarising (a model call) to one turn in several.
+pub fn plan_window(history: &[Message], window_tokens: u32) -> (&[Message], &[Message]) {
+    let total: u32 = history.iter().map(message_tokens).sum();
+    if total <= window_tokens {
+        return (&[], history);
+    }
+    split_window(history, window_tokens / 2)
+}
+
+fn message_tokens(m: &Message) -> u32 {
+    estimate_tokens(&m.content)
+        + m.tool_calls
+            .iter()
+            .map(|c| estimate_tokens(&c.arguments.to_string()))
+            .sum::<u32>()
 }
 
 /// The request that asks a model to fold old turns into the summary.
@@ -194,6 +209,18 @@ mod tests {
         // A huge newest message is kept alone.
         let big = vec![msg(ChatRole::User, &"y".repeat(10_000))];
         assert_eq!(split_window(&big, 10).1.len(), 1);
+    }
+
+    #[test]
+    fn folding_waits_for_an_overflow_then_halves_the_window() {
+        let h: Vec<Message> = (0..10)
+            .map(|i| msg(ChatRole::User, &format!("{i}{}", "x".repeat(39))))
+            .collect();
+        // 10 messages of 14 tokens: they fit in 140, nothing folds.
+        assert!(plan_window(&h, 140).0.is_empty());
+        // One token short: fold all but the newest half-window (69 tokens: 4 messages).
+        let (fold, keep) = plan_window(&h, 139);
+        assert_eq!((fold.len(), keep.len()), (6, 4));
     }
 
     #[test]

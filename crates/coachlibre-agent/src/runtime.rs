@@ -352,13 +352,13 @@ impl Runtime {
                     return Ok(false);
                 }
             };
-            self.record_usage(turn, step.usage).await?;
+            let usage = Self::usage_record(turn, step.usage);
             let mut msg =
                 Message::new(tenant, turn.conversation.id, ChatRole::Assistant, step.text);
             msg.prompt_tokens = turn.usage.prompt_tokens;
             msg.completion_tokens = turn.usage.completion_tokens;
             if step.calls.is_empty() {
-                self.store.insert_message(&msg).await?;
+                self.store.insert_message_with_usage(&msg, &usage).await?;
                 for ev in citations(&msg.content, &turn.sources) {
                     sink.emit(ev).await;
                 }
@@ -375,7 +375,7 @@ impl Runtime {
                 return Ok(true);
             }
             msg.tool_calls = step.calls.clone();
-            self.store.insert_message(&msg).await?;
+            self.store.insert_message_with_usage(&msg, &usage).await?;
             turn.messages.push(prompt::to_chat(&msg));
             for (i, call) in step.calls.iter().enumerate() {
                 sink.emit(TurnEvent::ToolCall {
@@ -634,7 +634,7 @@ impl Runtime {
             .store
             .recent_messages(conv.tenant_id, conv.id, conv.summary_upto, HISTORY_LOAD)
             .await?;
-        let (fold, window) = prompt::split_window(&history, agent.memory.window_tokens);
+        let (fold, window) = prompt::plan_window(&history, agent.memory.window_tokens);
         let mut summary = conv.summary.clone();
         if let Some(last) = fold.last() {
             summary = self.fold(model, &summary, fold).await;
@@ -776,39 +776,37 @@ impl Runtime {
             cost_usd: 0.0,
             estimated: true,
         };
-        self.record_usage(turn, usage).await?;
+        let usage = Self::usage_record(turn, usage);
         let conv = &turn.conversation;
         let mut m = Message::new(conv.tenant_id, conv.id, ChatRole::Assistant, text);
         m.status = MessageStatus::Partial;
         m.prompt_tokens = turn.usage.prompt_tokens;
         m.completion_tokens = turn.usage.completion_tokens;
-        self.store.insert_message(&m).await?;
+        self.store.insert_message_with_usage(&m, &usage).await?;
         tracing::info!(conversation = %conv.id, error = ?e.map(ToString::to_string), "partial answer kept");
         Ok(())
     }
 
-    async fn record_usage(&self, turn: &mut Turn, usage: Usage) -> Result<()> {
+    /// Add a model call's usage to the turn's; the record to store with its message.
+    fn usage_record(turn: &mut Turn, usage: Usage) -> UsageRecord {
         turn.usage.prompt_tokens += usage.prompt_tokens;
         turn.usage.completion_tokens += usage.completion_tokens;
         turn.usage.cost_usd += usage.cost_usd;
         turn.usage.estimated |= usage.estimated;
         let conv = &turn.conversation;
-        self.store
-            .insert_usage(&UsageRecord {
-                id: UsageId::generate(),
-                tenant_id: conv.tenant_id,
-                client_id: conv.client_id,
-                agent_id: turn.agent.id,
-                conversation_id: Some(conv.id),
-                model: turn.model.name().to_owned(),
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                cost_usd: usage.cost_usd,
-                estimated: usage.estimated,
-                created_at: coachlibre_core::now(),
-            })
-            .await?;
-        Ok(())
+        UsageRecord {
+            id: UsageId::generate(),
+            tenant_id: conv.tenant_id,
+            client_id: conv.client_id,
+            agent_id: turn.agent.id,
+            conversation_id: Some(conv.id),
+            model: turn.model.name().to_owned(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost_usd: usage.cost_usd,
+            estimated: usage.estimated,
+            created_at: coachlibre_core::now(),
+        }
     }
 
     /// Why the client may not spend more this month, if so.

@@ -279,6 +279,8 @@ pub trait ConversationStore {
 
     /// Append a message (and touch the conversation).
     async fn insert_message(&self, m: &Message) -> StoreResult<()>;
+    /// A message with the usage of the model call that produced it, in one transaction.
+    async fn insert_message_with_usage(&self, m: &Message, u: &UsageRecord) -> StoreResult<()>;
     /// Replace a message's content, tool calls, status and token counts.
     async fn update_message(&self, m: &Message) -> StoreResult<()>;
     async fn get_message(&self, tenant: TenantId, id: MessageId) -> StoreResult<Option<Message>>;

@@ -28,6 +28,10 @@ use coachlibre_testkit::scripted::{HashEmbedder, Script, ScriptedModel, Scripted
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+/// The allocator of the shipped binary.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADMIN: &str = "admin@bench.test";
 const PASSWORD: &str = "bench password 123";
 /// Connections being opened at once by the client process.
@@ -77,7 +81,8 @@ async fn server(streams: u64, tokens: u64, token_ms: u64) -> anyhow::Result<()> 
     let words: Vec<String> = (0..tokens).map(|i| format!("word{i} ")).collect();
     let model = ScriptedModel::new("scripted")
         .always(Script::text(&words.concat()))
-        .token_delay(Duration::from_millis(token_ms));
+        .token_delay(Duration::from_millis(token_ms))
+        .without_recording();
     let source = ScriptedSource::new()
         .with("scripted", Arc::new(model))
         .with_embedder(Arc::new(HashEmbedder));
@@ -201,33 +206,34 @@ async fn setup(
             anyhow::Ok(body)
         }
     };
-    let login = |email: &'static str| {
-        async move {
-            let r = post(
-                "/api/v1/auth/login".into(),
-                None,
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await?;
-            r["access_token"]
-                .as_str()
-                .map(str::to_owned)
-                .context("no access token")
-        }
-    };
-    let admin = login(ADMIN).await?;
-    for (email, role) in [
-        ("coach@bench.test", "coach"),
-        ("client@bench.test", "client"),
-    ] {
-        post(
-            "/api/v1/users".into(),
-            Some(admin.clone()),
-            json!({"email": email, "display_name": role, "role": role, "password": PASSWORD}),
+    let login = |email: &'static str| async move {
+        let r = post(
+            "/api/v1/auth/login".into(),
+            None,
+            json!({"email": email, "password": PASSWORD}),
         )
         .await?;
-    }
+        r["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no access token")
+    };
+    let admin = login(ADMIN).await?;
+    let user = |email: &str, role: &str| json!({"email": email, "display_name": role, "role": role, "password": PASSWORD});
+    post(
+        "/api/v1/users".into(),
+        Some(admin),
+        user("coach@bench.test", "coach"),
+    )
+    .await?;
     let coach = login("coach@bench.test").await?;
+    // Created by the coach: the client is the coach's.
+    post(
+        "/api/v1/users".into(),
+        Some(coach.clone()),
+        user("client@bench.test", "client"),
+    )
+    .await?;
     let client = login("client@bench.test").await?;
     let agent = post(
         "/api/v1/agents".into(),

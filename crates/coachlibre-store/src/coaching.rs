@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::rows::{col, fetch_opt, fetch_vec};
-use crate::{SqlStore, db_err, on_pool, one_row};
+use crate::{SqlStore, db_err, on_pool, on_pool_write, one_row};
 
 /// Encode a structured field.
 pub(crate) fn to_json<T: Serialize>(v: &T) -> StoreResult<String> {
@@ -283,6 +283,68 @@ fn role_text(m: &Message) -> &'static str {
     }
 }
 
+impl SqlStore {
+    /// A message (and the usage of the model call that produced it) in one transaction: one
+    /// commit, so one disk flush, per model step.
+    async fn insert_message_inner(&self, m: &Message, u: Option<&UsageRecord>) -> StoreResult<()> {
+        let calls = to_json(&m.tool_calls)?;
+        on_pool_write!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            if let Some(u) = u {
+                sqlx::query(
+                    "INSERT INTO usage_records (id, tenant_id, client_id, agent_id, \
+                     conversation_id, model, prompt_tokens, completion_tokens, cost_usd, \
+                     estimated, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(u.id.as_uuid())
+                .bind(u.tenant_id.as_uuid())
+                .bind(u.client_id.as_uuid())
+                .bind(u.agent_id.as_uuid())
+                .bind(u.conversation_id.map(|c| c.as_uuid()))
+                .bind(&u.model)
+                .bind(i64::from(u.prompt_tokens))
+                .bind(i64::from(u.completion_tokens))
+                .bind(u.cost_usd)
+                .bind(u.estimated)
+                .bind(u.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            }
+            sqlx::query(&format!(
+                "INSERT INTO messages ({MSG_COLS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ))
+            .bind(m.id.as_uuid())
+            .bind(m.tenant_id.as_uuid())
+            .bind(m.conversation_id.as_uuid())
+            .bind(role_text(m))
+            .bind(&m.content)
+            .bind(&calls)
+            .bind(m.tool_call_id.as_deref())
+            .bind(m.status.as_str())
+            .bind(i64::from(m.prompt_tokens))
+            .bind(i64::from(m.completion_tokens))
+            .bind(m.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            let r = sqlx::query(
+                "UPDATE conversations SET updated_at = $3 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(m.tenant_id.as_uuid())
+            .bind(m.conversation_id.as_uuid())
+            .bind(m.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            one_row(r.rows_affected())?;
+            tx.commit().await.map_err(db_err)?;
+        });
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl AgentStore for SqlStore {
     async fn insert_agent(&self, a: &Agent) -> StoreResult<()> {
@@ -294,7 +356,7 @@ impl AgentStore for SqlStore {
             memory,
             budget,
         } = AgentJson::of(a)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO agents ({AGENT_COLS}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
@@ -340,7 +402,7 @@ impl AgentStore for SqlStore {
             memory,
             budget,
         } = AgentJson::of(a)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE agents SET name = $3, persona = $4, model = $5, params = $6, tools = $7, \
                  collections = $8, memory = $9, budget = $10, updated_at = $11, approval_tools = $12 \
@@ -366,7 +428,7 @@ impl AgentStore for SqlStore {
     }
 
     async fn delete_agent(&self, tenant: TenantId, id: AgentId) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query("DELETE FROM agents WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -402,7 +464,7 @@ impl AgentStore for SqlStore {
 #[async_trait]
 impl ConversationStore for SqlStore {
     async fn insert_conversation(&self, c: &Conversation) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO conversations ({CONV_COLS}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -474,7 +536,7 @@ impl ConversationStore for SqlStore {
         title: &str,
         archived: bool,
     ) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE conversations SET title = $3, archived = $4, updated_at = $5 \
                  WHERE tenant_id = $1 AND id = $2",
@@ -498,7 +560,7 @@ impl ConversationStore for SqlStore {
         summary: &str,
         upto: MessageId,
     ) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE conversations SET summary = $3, summary_upto = $4 \
                  WHERE tenant_id = $1 AND id = $2",
@@ -515,7 +577,7 @@ impl ConversationStore for SqlStore {
     }
 
     async fn delete_conversation(&self, tenant: TenantId, id: ConversationId) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query("DELETE FROM conversations WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -547,45 +609,16 @@ impl ConversationStore for SqlStore {
     }
 
     async fn insert_message(&self, m: &Message) -> StoreResult<()> {
-        let calls = to_json(&m.tool_calls)?;
-        on_pool!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            sqlx::query(&format!(
-                "INSERT INTO messages ({MSG_COLS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))
-            .bind(m.id.as_uuid())
-            .bind(m.tenant_id.as_uuid())
-            .bind(m.conversation_id.as_uuid())
-            .bind(role_text(m))
-            .bind(&m.content)
-            .bind(&calls)
-            .bind(m.tool_call_id.as_deref())
-            .bind(m.status.as_str())
-            .bind(i64::from(m.prompt_tokens))
-            .bind(i64::from(m.completion_tokens))
-            .bind(m.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            let r = sqlx::query(
-                "UPDATE conversations SET updated_at = $3 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(m.tenant_id.as_uuid())
-            .bind(m.conversation_id.as_uuid())
-            .bind(m.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            one_row(r.rows_affected())?;
-            tx.commit().await.map_err(db_err)?;
-        });
-        Ok(())
+        self.insert_message_inner(m, None).await
+    }
+
+    async fn insert_message_with_usage(&self, m: &Message, u: &UsageRecord) -> StoreResult<()> {
+        self.insert_message_inner(m, Some(u)).await
     }
 
     async fn update_message(&self, m: &Message) -> StoreResult<()> {
         let calls = to_json(&m.tool_calls)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE messages SET content = $3, tool_calls = $4, status = $5, \
                  prompt_tokens = $6, completion_tokens = $7 WHERE tenant_id = $1 AND id = $2",
@@ -686,7 +719,7 @@ impl ConversationStore for SqlStore {
 
     async fn insert_approval(&self, a: &Approval) -> StoreResult<()> {
         let call = to_json(&a.tool_call)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO approvals ({APPROVAL_COLS}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -755,7 +788,7 @@ impl ConversationStore for SqlStore {
         by: UserId,
         at: Timestamp,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE approvals SET status = $3, decided_by = $4, decided_at = $5 \
                  WHERE tenant_id = $1 AND id = $2 AND status = 'pending'",
@@ -773,7 +806,7 @@ impl ConversationStore for SqlStore {
     }
 
     async fn claim_approval_resume(&self, tenant: TenantId, id: ApprovalId) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE approvals SET resumed = $3 WHERE tenant_id = $1 AND id = $2 \
                  AND status <> 'pending' AND resumed = $4",
@@ -800,7 +833,7 @@ impl ConversationStore for SqlStore {
     }
 
     async fn insert_usage(&self, u: &UsageRecord) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "INSERT INTO usage_records (id, tenant_id, client_id, agent_id, conversation_id, \
                  model, prompt_tokens, completion_tokens, cost_usd, estimated, created_at) \
@@ -876,7 +909,7 @@ impl MemoryStore for SqlStore {
         prof: &Profile,
     ) -> StoreResult<()> {
         let text = to_json(prof)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "INSERT INTO client_profiles (tenant_id, client_id, profile, updated_at) \
                  SELECT $1, $2, $3, $4 WHERE EXISTS \
@@ -897,7 +930,7 @@ impl MemoryStore for SqlStore {
 
     async fn insert_memory(&self, m: &Memory) -> StoreResult<()> {
         let emb = embedding_bytes(&m.embedding);
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO memories ({MEMORY_COLS}) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -921,7 +954,7 @@ impl MemoryStore for SqlStore {
 
     async fn update_memory(&self, m: &Memory) -> StoreResult<()> {
         let emb = embedding_bytes(&m.embedding);
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE memories SET kind = $3, key = $4, content = $5, source = $6, \
                  embedding = $7, updated_at = $8 WHERE tenant_id = $1 AND id = $2",
@@ -999,7 +1032,7 @@ impl MemoryStore for SqlStore {
         client: UserId,
         id: MemoryId,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "DELETE FROM memories WHERE tenant_id = $1 AND client_id = $2 AND id = $3",
             )
@@ -1014,7 +1047,7 @@ impl MemoryStore for SqlStore {
     }
 
     async fn expire_memories(&self, tenant: TenantId, before: Timestamp) -> StoreResult<u64> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query("DELETE FROM memories WHERE tenant_id = $1 AND updated_at < $2")
                 .bind(tenant.as_uuid())
                 .bind(before)
@@ -1038,7 +1071,7 @@ impl MemoryStore for SqlStore {
 
     async fn set_memory_retention(&self, tenant: TenantId, days: Option<u32>) -> StoreResult<()> {
         let days = days.map(|d| i32::try_from(d).unwrap_or(i32::MAX));
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query("UPDATE tenants SET memory_retention_days = $2 WHERE id = $1")
                 .bind(tenant.as_uuid())
                 .bind(days)
@@ -1070,7 +1103,7 @@ impl MemoryStore for SqlStore {
 impl GoalStore for SqlStore {
     async fn insert_goal(&self, g: &Goal) -> StoreResult<()> {
         let krs = to_json(&g.key_results)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO goals ({GOAL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             ))
@@ -1103,7 +1136,7 @@ impl GoalStore for SqlStore {
 
     async fn update_goal(&self, g: &Goal) -> StoreResult<()> {
         let krs = to_json(&g.key_results)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE goals SET title = $3, description = $4, status = $5, key_results = $6, \
                  due_date = $7, updated_at = $8 WHERE tenant_id = $1 AND id = $2",
@@ -1135,7 +1168,7 @@ impl GoalStore for SqlStore {
     }
 
     async fn insert_reminder(&self, r: &Reminder) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "INSERT INTO reminders (id, tenant_id, client_id, conversation_id, text, due_at, \
                  status, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -1175,7 +1208,7 @@ impl GoalStore for SqlStore {
     }
 
     async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "INSERT INTO notifications (id, tenant_id, user_id, kind, message, dedup_key, \
                  created_at, read_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
@@ -1222,7 +1255,7 @@ impl GoalStore for SqlStore {
         id: NotificationId,
         at: Timestamp,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE notifications SET read_at = $4 \
                  WHERE tenant_id = $1 AND user_id = $2 AND id = $3 AND read_at IS NULL",

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::coaching::{embedding_bytes, embedding_of, from_json, parse_enum, to_json};
 use crate::rows::{col, fetch_opt, fetch_vec};
-use crate::{SqlStore, db_err, on_pool, one_row};
+use crate::{SqlStore, db_err, on_pool, on_pool_write, one_row};
 
 const COLLECTION_COLS: &str = "id, tenant_id, owner_id, name, description, created_at, updated_at";
 
@@ -93,7 +93,7 @@ macro_rules! bump_epoch {
 #[async_trait]
 impl KnowledgeStore for SqlStore {
     async fn insert_collection(&self, c: &Collection) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO collections ({COLLECTION_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
             ))
@@ -126,7 +126,7 @@ impl KnowledgeStore for SqlStore {
     }
 
     async fn update_collection(&self, c: &Collection) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE collections SET name = $3, description = $4, updated_at = $5 \
                  WHERE tenant_id = $1 AND id = $2",
@@ -144,7 +144,7 @@ impl KnowledgeStore for SqlStore {
     }
 
     async fn delete_collection(&self, tenant: TenantId, id: CollectionId) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
             // Children first, explicitly: the cascade would do it, but this keeps the
             // statement count visible and works the same on both engines.
@@ -193,7 +193,7 @@ impl KnowledgeStore for SqlStore {
 
     async fn insert_document(&self, d: &Document, text: &str) -> StoreResult<()> {
         let metadata = to_json(&d.metadata)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(&format!(
                 "INSERT INTO documents ({DOCUMENT_COLS}, text) VALUES ($1, $2, $3, $4, $5, $6, \
                  $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
@@ -266,7 +266,7 @@ impl KnowledgeStore for SqlStore {
 
     async fn update_document(&self, d: &Document, text: Option<&str>) -> StoreResult<()> {
         let metadata = to_json(&d.metadata)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE documents SET title = $3, media_type = $4, content_hash = $5, \
                  size_bytes = $6, version = $7, status = $8, error = $9, chunks_total = $10, \
@@ -295,7 +295,7 @@ impl KnowledgeStore for SqlStore {
     }
 
     async fn set_document_progress(&self, d: &Document) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE documents SET status = $3, error = $4, chunks_total = $5, \
                  chunks_done = $6, updated_at = $7 WHERE tenant_id = $1 AND id = $2",
@@ -315,7 +315,7 @@ impl KnowledgeStore for SqlStore {
     }
 
     async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2")
                 .bind(tenant.as_uuid())
@@ -364,7 +364,7 @@ impl KnowledgeStore for SqlStore {
 
     async fn replace_chunks(&self, d: &Document, chunks: &[Chunk], model: &str) -> StoreResult<()> {
         let metadata = to_json(&d.metadata)?;
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2")
                 .bind(d.tenant_id.as_uuid())
@@ -467,7 +467,7 @@ impl KnowledgeStore for SqlStore {
         embeddings: &[(ChunkId, Vec<f32>)],
         model: &str,
     ) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
             for (id, v) in embeddings {
                 sqlx::query(

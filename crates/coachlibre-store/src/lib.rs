@@ -80,10 +80,51 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// Same, for a method that writes. On SQLite, writers queue in order on an in-process lock
+/// before taking the database's single write lock: waiting in SQLite's busy handler (which
+/// sleeps and retries) would put hundreds of milliseconds on the slowest writes.
+macro_rules! on_pool_write {
+    ($self:expr, $p:ident => $body:expr) => {
+        match &$self.pool {
+            $crate::Pool::Sqlite($p) => {
+                let _writer = $self.writer.lock().await;
+                $body
+            }
+            $crate::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool_write;
+
 /// The SQL store; implements every storage trait of `coachlibre-core`.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pub(crate) pool: Pool,
+    /// Taken by every write on SQLite (see [`on_pool_write!`]).
+    pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Move the SQLite write-ahead log into the database file every second, without blocking
+/// writers (a passive checkpoint), until the pool closes. Durability does not depend on it:
+/// every commit is already synced in the log.
+async fn checkpoints(pool: SqlitePool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 /// Which backend a URL selects.
@@ -136,7 +177,13 @@ impl SqlStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(opts.acquire_timeout);
+                    .busy_timeout(opts.acquire_timeout)
+                    // Reads through a shared memory map instead of a per-connection page
+                    // cache that every write from another connection invalidates.
+                    .pragma("mmap_size", "1073741824")
+                    // Checkpoints run in the background (see `checkpoints`), not inside
+                    // whichever write happens to fill the log.
+                    .pragma("wal_autocheckpoint", "0");
                 if let Some(dir) = options.get_filename().parent()
                     && !dir.as_os_str().is_empty()
                 {
@@ -146,6 +193,9 @@ impl SqlStore {
                     SqlitePoolOptions::new()
                         .max_connections(opts.max_connections)
                         .acquire_timeout(opts.acquire_timeout)
+                        // A file cannot drop the connection: no ping (a round trip to the
+                        // connection's thread) before every query.
+                        .test_before_acquire(false)
                         .connect_with(options)
                         .await
                         .map_err(ConnectError::Connect)?,
@@ -160,7 +210,13 @@ impl SqlStore {
                     .map_err(ConnectError::Connect)?,
             ),
         };
-        Ok(Self { pool })
+        if let Pool::Sqlite(p) = &pool {
+            tokio::spawn(checkpoints(p.clone()));
+        }
+        Ok(Self {
+            pool,
+            writer: std::sync::Arc::default(),
+        })
     }
 
     /// Close every connection (waits for queries in flight).

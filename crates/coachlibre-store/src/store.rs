@@ -17,12 +17,12 @@ use crate::rows::{
     api_key_row, audit_row, fetch_opt, fetch_vec, refresh_row, scopes_text, tenant_row, user_cols,
     user_row,
 };
-use crate::{SqlStore, db_err, on_pool, one_row};
+use crate::{SqlStore, db_err, on_pool, on_pool_write, one_row};
 
 #[async_trait]
 impl TenantStore for SqlStore {
     async fn insert_tenant(&self, t: &Tenant) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query("INSERT INTO tenants (id, slug, name, created_at) VALUES ($1, $2, $3, $4)")
                 .bind(t.id.as_uuid())
                 .bind(t.slug.as_str())
@@ -133,7 +133,7 @@ impl UserStore for SqlStore {
     }
 
     async fn set_role(&self, tenant: TenantId, id: UserId, role: Role) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE users SET role = $3, updated_at = $4 WHERE tenant_id = $1 AND id = $2",
             )
@@ -149,7 +149,7 @@ impl UserStore for SqlStore {
     }
 
     async fn set_password_hash(&self, tenant: TenantId, id: UserId, hash: &str) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE users SET password_hash = $3, updated_at = $4 \
                  WHERE tenant_id = $1 AND id = $2",
@@ -166,7 +166,7 @@ impl UserStore for SqlStore {
     }
 
     async fn record_login_failure(&self, tenant: TenantId, id: UserId) -> StoreResult<i32> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query_scalar(
                 "UPDATE users SET failed_logins = failed_logins + 1 \
                  WHERE tenant_id = $1 AND id = $2 RETURNING failed_logins",
@@ -180,7 +180,7 @@ impl UserStore for SqlStore {
     }
 
     async fn lock_user(&self, tenant: TenantId, id: UserId, until: Timestamp) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query("UPDATE users SET locked_until = $3 WHERE tenant_id = $1 AND id = $2")
                 .bind(tenant.as_uuid())
                 .bind(id.as_uuid())
@@ -193,7 +193,7 @@ impl UserStore for SqlStore {
     }
 
     async fn clear_login_failures(&self, tenant: TenantId, id: UserId) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "UPDATE users SET failed_logins = 0, locked_until = NULL \
                  WHERE tenant_id = $1 AND id = $2 AND (failed_logins <> 0 OR locked_until IS NOT NULL)",
@@ -208,7 +208,7 @@ impl UserStore for SqlStore {
     }
 
     async fn set_mfa(&self, tenant: TenantId, id: UserId, mfa: &MfaState) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE users SET totp_pending_secret = $3, totp_secret = $4, updated_at = $5 \
                  WHERE tenant_id = $1 AND id = $2",
@@ -231,7 +231,7 @@ impl UserStore for SqlStore {
         id: UserId,
         step: i64,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE users SET totp_last_step = $3 \
                  WHERE tenant_id = $1 AND id = $2 AND totp_last_step < $3",
@@ -252,7 +252,7 @@ impl UserStore for SqlStore {
         user: UserId,
         hashes: &[String],
     ) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM recovery_codes WHERE tenant_id = $1 AND user_id = $2")
                 .bind(tenant.as_uuid())
@@ -282,7 +282,7 @@ impl UserStore for SqlStore {
         user: UserId,
         hash: &str,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE recovery_codes SET used_at = $4 \
                  WHERE tenant_id = $1 AND user_id = $2 AND code_hash = $3 AND used_at IS NULL",
@@ -299,7 +299,7 @@ impl UserStore for SqlStore {
     }
 
     async fn link_coach(&self, tenant: TenantId, coach: UserId, client: UserId) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "INSERT INTO coach_clients (tenant_id, coach_id, client_id, created_at) \
                  SELECT $1, $2, $3, $4 WHERE \
@@ -324,7 +324,7 @@ impl UserStore for SqlStore {
         coach: UserId,
         client: UserId,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "DELETE FROM coach_clients WHERE tenant_id = $1 AND coach_id = $2 AND client_id = $3",
             )
@@ -359,7 +359,7 @@ impl UserStore for SqlStore {
     }
 
     async fn coaches_of(&self, tenant: TenantId, client: UserId) -> StoreResult<Vec<User>> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             Ok(fetch_vec!(sqlx::query(concat!(
                 "SELECT ", user_cols!(), " FROM users WHERE tenant_id = $1 AND id IN \
                  (SELECT coach_id FROM coach_clients WHERE tenant_id = $1 AND client_id = $2) \
@@ -415,7 +415,7 @@ where
 #[async_trait]
 impl SessionStore for SqlStore {
     async fn insert_refresh_token(&self, t: &RefreshToken) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "INSERT INTO refresh_tokens (id, tenant_id, user_id, family_id, token_hash, \
                  created_at, expires_at, used_at, revoked_at) \
@@ -452,7 +452,7 @@ impl SessionStore for SqlStore {
         id: RefreshTokenId,
         at: Timestamp,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE refresh_tokens SET used_at = $2 WHERE id = $1 AND used_at IS NULL",
             )
@@ -466,7 +466,7 @@ impl SessionStore for SqlStore {
     }
 
     async fn revoke_family(&self, family: SessionFamilyId, at: Timestamp) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "UPDATE refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
             )
@@ -485,7 +485,7 @@ impl SessionStore for SqlStore {
         user: UserId,
         at: Timestamp,
     ) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "UPDATE refresh_tokens SET revoked_at = $3 \
                  WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL",
@@ -511,7 +511,7 @@ macro_rules! api_key_cols {
 #[async_trait]
 impl ApiKeyStore for SqlStore {
     async fn insert_api_key(&self, k: &ApiKey) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(concat!(
                 "INSERT INTO api_keys (", api_key_cols!(), ") \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -575,7 +575,7 @@ impl ApiKeyStore for SqlStore {
         id: ApiKeyId,
         at: Timestamp,
     ) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE api_keys SET revoked_at = $3 \
                  WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -591,7 +591,7 @@ impl ApiKeyStore for SqlStore {
     }
 
     async fn touch_api_key(&self, id: ApiKeyId, at: Timestamp) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query("UPDATE api_keys SET last_used_at = $2 WHERE id = $1")
                 .bind(id.as_uuid())
                 .bind(at)
@@ -606,7 +606,7 @@ impl ApiKeyStore for SqlStore {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, e: &AuditEntry) -> StoreResult<()> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             sqlx::query(
                 "INSERT INTO audit_log (id, tenant_id, actor_id, action, target, ip, detail, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -665,7 +665,7 @@ impl SystemStore for SqlStore {
     }
 
     async fn bootstrap(&self, tenant: &Tenant, admin: &User) -> StoreResult<bool> {
-        on_pool!(self, p => {
+        on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
             let claimed = sqlx::query(
                 "INSERT INTO system_state (key, value) VALUES ('bootstrapped', $1) \

@@ -89,6 +89,9 @@ pub struct ScriptedModel {
     /// Delay before each token (to hold streams open at a fixed rate).
     token_delay: Option<Duration>,
     requests: Mutex<Vec<ChatRequest>>,
+    /// Keep every request (for assertions); off in benchmarks, where it is the double's
+    /// own memory, not the server's.
+    record: bool,
 }
 
 impl ScriptedModel {
@@ -99,7 +102,14 @@ impl ScriptedModel {
             fallback: None,
             token_delay: None,
             requests: Mutex::new(Vec::new()),
+            record: true,
         }
+    }
+
+    /// Do not keep requests ([`ScriptedModel::requests`] stays empty).
+    pub fn without_recording(mut self) -> Self {
+        self.record = false;
+        self
     }
 
     /// Answer with `script` whenever the queue is empty.
@@ -146,10 +156,12 @@ impl ChatModel for ScriptedModel {
     }
 
     async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ModelError> {
-        self.requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(request);
+        if self.record {
+            self.requests
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(request);
+        }
         let script = self
             .queue
             .lock()
