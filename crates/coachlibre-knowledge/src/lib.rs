@@ -14,6 +14,7 @@
 //!   (searches, opens cited passages) their coaches' and the shared collections.
 
 pub mod extract;
+pub mod hnsw;
 pub mod index;
 
 use std::collections::HashMap;
