@@ -72,8 +72,10 @@ pub struct Hnsw {
     dims: usize,
     params: Params,
     vectors: Vec<f32>,
-    /// `links[node][layer]`.
-    links: Vec<Vec<Vec<u32>>>,
+    /// Layer 0, flat for locality: per node `1 + 2m` slots, a count then the neighbours.
+    level0: Vec<u32>,
+    /// Layers above 0: `upper[node][layer - 1]`.
+    upper: Vec<Vec<Vec<u32>>>,
     entry: Option<u32>,
     top: usize,
     /// xorshift state for the level draw (deterministic builds).
@@ -90,7 +92,8 @@ impl Hnsw {
                 ef_search: params.ef_search.max(1),
             },
             vectors: Vec::new(),
-            links: Vec::new(),
+            level0: Vec::new(),
+            upper: Vec::new(),
             entry: None,
             top: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
@@ -98,11 +101,37 @@ impl Hnsw {
     }
 
     pub fn len(&self) -> usize {
-        self.links.len()
+        self.upper.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty()
+        self.upper.is_empty()
+    }
+
+    fn stride(&self) -> usize {
+        1 + 2 * self.params.m
+    }
+
+    fn neighbours(&self, id: u32, layer: usize) -> &[u32] {
+        if layer == 0 {
+            let at = id as usize * self.stride();
+            let n = self.level0[at] as usize;
+            &self.level0[at + 1..at + 1 + n]
+        } else {
+            &self.upper[id as usize][layer - 1]
+        }
+    }
+
+    fn set_neighbours(&mut self, id: u32, layer: usize, list: &[u32]) {
+        if layer == 0 {
+            let stride = self.stride();
+            let at = id as usize * stride;
+            let n = list.len().min(stride - 1);
+            self.level0[at] = u32::try_from(n).unwrap_or(0);
+            self.level0[at + 1..at + 1 + n].copy_from_slice(&list[..n]);
+        } else {
+            self.upper[id as usize][layer - 1] = list.to_vec();
+        }
     }
 
     /// Change the search breadth (recall against speed).
@@ -133,7 +162,7 @@ impl Hnsw {
     /// Add a vector (normalised here); returns its id (ids are consecutive from 0). Vectors of
     /// the wrong length are stored as zeros and never found.
     pub fn insert(&mut self, v: &[f32]) -> u32 {
-        let id = u32::try_from(self.links.len()).unwrap_or(u32::MAX);
+        let id = u32::try_from(self.upper.len()).unwrap_or(u32::MAX);
         if v.len() == self.dims {
             let norm = v
                 .iter()
@@ -146,7 +175,9 @@ impl Hnsw {
             self.vectors.extend(std::iter::repeat_n(0.0, self.dims));
         }
         let level = self.draw_level();
-        self.links.push(vec![Vec::new(); level + 1]);
+        self.upper.push(vec![Vec::new(); level]);
+        let stride = self.stride();
+        self.level0.extend(std::iter::repeat_n(0, stride));
         let Some(mut ep) = self.entry else {
             self.entry = Some(id);
             self.top = level;
@@ -170,8 +201,9 @@ impl Hnsw {
             } else {
                 self.params.m
             };
-            let chosen = self.select(&found, self.params.m);
-            self.links[id as usize][layer] = chosen.iter().map(|s| s.id).collect();
+            let chosen = self.select(&found, max);
+            let ids: Vec<u32> = chosen.iter().map(|s| s.id).collect();
+            self.set_neighbours(id, layer, &ids);
             for s in &chosen {
                 self.connect(s.id, id, layer, max);
             }
@@ -186,16 +218,17 @@ impl Hnsw {
 
     /// Add `new` to `node`'s neighbours at `layer`, pruning with the heuristic past `max`.
     fn connect(&mut self, node: u32, new: u32, layer: usize, max: usize) {
-        let list = &mut self.links[node as usize][layer];
+        let mut list = self.neighbours(node, layer).to_vec();
         if list.contains(&new) {
             return;
         }
         list.push(new);
         if list.len() <= max {
+            self.set_neighbours(node, layer, &list);
             return;
         }
         let base: Vec<f32> = self.vector(node).to_vec();
-        let mut cands: Vec<Scored> = self.links[node as usize][layer]
+        let mut cands: Vec<Scored> = list
             .iter()
             .map(|&n| Scored {
                 sim: self.sim(&base, n),
@@ -203,8 +236,8 @@ impl Hnsw {
             })
             .collect();
         cands.sort_by(|a, b| b.cmp(a));
-        let kept = self.select(&cands, max);
-        self.links[node as usize][layer] = kept.iter().map(|s| s.id).collect();
+        let kept: Vec<u32> = self.select(&cands, max).iter().map(|s| s.id).collect();
+        self.set_neighbours(node, layer, &kept);
     }
 
     /// The heuristic: from candidates (best first), keep those closer to the base than to any
@@ -236,7 +269,7 @@ impl Hnsw {
         let mut best = self.sim(q, ep);
         loop {
             let mut moved = false;
-            for &n in &self.links[ep as usize][layer] {
+            for &n in self.neighbours(ep, layer) {
                 let s = self.sim(q, n);
                 if s > best {
                     best = s;
@@ -255,8 +288,8 @@ impl Hnsw {
         VISITED.with(|cell| {
             let mut guard = cell.borrow_mut();
             let (marks, stamp) = &mut *guard;
-            if marks.len() < self.links.len() {
-                marks.resize(self.links.len(), 0);
+            if marks.len() < self.len() {
+                marks.resize(self.len(), 0);
             }
             *stamp = stamp.wrapping_add(1);
             if *stamp == 0 {
@@ -279,7 +312,7 @@ impl Hnsw {
                 if c.sim < worst && results.len() >= ef {
                     break;
                 }
-                for &n in &self.links[c.id as usize][layer] {
+                for &n in self.neighbours(c.id, layer) {
                     let slot = &mut marks[n as usize];
                     if *slot == stamp {
                         continue;
