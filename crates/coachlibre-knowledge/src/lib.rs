@@ -152,7 +152,7 @@ impl Knowledge {
             policy: ChunkPolicy::default(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::limited(5))
+                .redirect(reqwest::redirect::Policy::none())
                 .user_agent("CoachLibre knowledge import")
                 .build()
                 .unwrap_or_default(),
@@ -420,29 +420,33 @@ impl Knowledge {
                 "only http and https URLs are imported",
             ));
         }
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| Error::invalid("url", "the URL has no host"))?
-            .to_owned();
-        let port = parsed.port_or_known_default().unwrap_or(80);
-        if !self.allow_private_urls {
-            let addrs = tokio::net::lookup_host((host.as_str(), port))
-                .await
-                .map_err(|e| Error::invalid("url", format!("cannot resolve {host}: {e}")))?;
-            for a in addrs {
-                if is_private(a.ip()) {
+        // Redirects are followed here, not by the HTTP client, so that every hop is checked.
+        let mut target = parsed;
+        let mut hops = 0;
+        let fetch = |e: reqwest::Error| Error::invalid("url", format!("could not fetch: {e}"));
+        let mut resp = loop {
+            self.check_reachable(&target).await?;
+            let resp = self.http.get(target.clone()).send().await.map_err(fetch)?;
+            if !resp.status().is_redirection() {
+                break resp;
+            }
+            hops += 1;
+            let next = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| target.join(l).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            match next {
+                Some(u) if hops <= 5 => target = u,
+                _ => {
                     return Err(Error::invalid(
                         "url",
-                        format!(
-                            "{host} is a private or local address; importing from it is off \
-                             (knowledge.allow_private_urls)"
-                        ),
+                        "too many or invalid redirects (at most 5, to http or https)",
                     ));
                 }
             }
-        }
-        let fetch = |e: reqwest::Error| Error::invalid("url", format!("could not fetch: {e}"));
-        let mut resp = self.http.get(parsed.clone()).send().await.map_err(fetch)?;
+        };
         if !resp.status().is_success() {
             return Err(Error::invalid(
                 "url",
@@ -471,6 +475,32 @@ impl Knowledge {
         })?;
         self.store_upload(&c, source, declared.as_deref(), bytes, metadata)
             .await
+    }
+
+    /// Refuse hosts that resolve to loopback or private addresses (unless allowed).
+    async fn check_reachable(&self, url: &reqwest::Url) -> Result<()> {
+        if self.allow_private_urls {
+            return Ok(());
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::invalid("url", "the URL has no host"))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| Error::invalid("url", format!("cannot resolve {host}: {e}")))?;
+        for a in addrs {
+            if is_private(a.ip()) {
+                return Err(Error::invalid(
+                    "url",
+                    format!(
+                        "{host} is a private or local address; importing from it is off \
+                         (knowledge.allow_private_urls)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn store_upload(

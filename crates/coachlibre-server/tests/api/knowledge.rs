@@ -277,7 +277,12 @@ async fn urls_are_imported_and_private_addresses_refused_by_default() {
         .expect("bind");
     let site = listener.local_addr().expect("addr");
     tokio::spawn(async move {
-        let page = axum::Router::new().route(
+        let page = axum::Router::new()
+            .route(
+                "/moved",
+                axum::routing::get(|| async { axum::response::Redirect::permanent("/article.html") }),
+            )
+            .route(
             "/article.html",
             axum::routing::get(|| async {
                 axum::response::Html(
@@ -314,6 +319,17 @@ async fn urls_are_imported_and_private_addresses_refused_by_default() {
             ready(&app, &c.coach, &id).await["title"],
             "Sleep and recovery"
         );
+        // Redirects are followed (each hop checked).
+        let moved = format!("http://{site}/moved");
+        let r = app
+            .post(
+                &format!("/api/v1/collections/{col}/imports"),
+                &c.coach,
+                json!({"url": moved}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["outcome"], "created");
         let r = app
             .post(
                 &format!("/api/v1/collections/{col}/imports"),
