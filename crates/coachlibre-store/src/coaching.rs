@@ -285,59 +285,57 @@ fn role_text(m: &Message) -> &'static str {
 
 impl SqlStore {
     /// A message (and the usage of the model call that produced it) in one transaction: one
-    /// commit, so one disk flush, per model step.
+    /// commit, so one disk flush, per model step. A trigger marks the conversation updated;
+    /// the insert only happens if the conversation is the tenant's.
     async fn insert_message_inner(&self, m: &Message, u: Option<&UsageRecord>) -> StoreResult<()> {
         let calls = to_json(&m.tool_calls)?;
+        let insert = format!(
+            "INSERT INTO messages ({MSG_COLS}) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             WHERE EXISTS (SELECT 1 FROM conversations WHERE tenant_id = $2 AND id = $3)"
+        );
+        macro_rules! message_insert {
+            () => {
+                sqlx::query(&insert)
+                    .bind(m.id.as_uuid())
+                    .bind(m.tenant_id.as_uuid())
+                    .bind(m.conversation_id.as_uuid())
+                    .bind(role_text(m))
+                    .bind(&m.content)
+                    .bind(&calls)
+                    .bind(m.tool_call_id.as_deref())
+                    .bind(m.status.as_str())
+                    .bind(i64::from(m.prompt_tokens))
+                    .bind(i64::from(m.completion_tokens))
+                    .bind(m.created_at)
+            };
+        }
         on_pool_write!(self, p => {
+            let Some(u) = u else {
+                let r = message_insert!().execute(p).await.map_err(db_err)?;
+                return one_row(r.rows_affected());
+            };
             let mut tx = p.begin().await.map_err(db_err)?;
-            if let Some(u) = u {
-                sqlx::query(
-                    "INSERT INTO usage_records (id, tenant_id, client_id, agent_id, \
-                     conversation_id, model, prompt_tokens, completion_tokens, cost_usd, \
-                     estimated, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(u.id.as_uuid())
-                .bind(u.tenant_id.as_uuid())
-                .bind(u.client_id.as_uuid())
-                .bind(u.agent_id.as_uuid())
-                .bind(u.conversation_id.map(|c| c.as_uuid()))
-                .bind(&u.model)
-                .bind(i64::from(u.prompt_tokens))
-                .bind(i64::from(u.completion_tokens))
-                .bind(u.cost_usd)
-                .bind(u.estimated)
-                .bind(u.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            }
-            sqlx::query(&format!(
-                "INSERT INTO messages ({MSG_COLS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            ))
-            .bind(m.id.as_uuid())
-            .bind(m.tenant_id.as_uuid())
-            .bind(m.conversation_id.as_uuid())
-            .bind(role_text(m))
-            .bind(&m.content)
-            .bind(&calls)
-            .bind(m.tool_call_id.as_deref())
-            .bind(m.status.as_str())
-            .bind(i64::from(m.prompt_tokens))
-            .bind(i64::from(m.completion_tokens))
-            .bind(m.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
-            let r = sqlx::query(
-                "UPDATE conversations SET updated_at = $3 WHERE tenant_id = $1 AND id = $2",
+            sqlx::query(
+                "INSERT INTO usage_records (id, tenant_id, client_id, agent_id, \
+                 conversation_id, model, prompt_tokens, completion_tokens, cost_usd, \
+                 estimated, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             )
-            .bind(m.tenant_id.as_uuid())
-            .bind(m.conversation_id.as_uuid())
-            .bind(m.created_at)
+            .bind(u.id.as_uuid())
+            .bind(u.tenant_id.as_uuid())
+            .bind(u.client_id.as_uuid())
+            .bind(u.agent_id.as_uuid())
+            .bind(u.conversation_id.map(|c| c.as_uuid()))
+            .bind(&u.model)
+            .bind(i64::from(u.prompt_tokens))
+            .bind(i64::from(u.completion_tokens))
+            .bind(u.cost_usd)
+            .bind(u.estimated)
+            .bind(u.created_at)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+            let r = message_insert!().execute(&mut *tx).await.map_err(db_err)?;
             one_row(r.rows_affected())?;
             tx.commit().await.map_err(db_err)?;
         });

@@ -31,6 +31,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_knowledge.sql"),
         postgres: include_str!("../migrations/postgres/0003_knowledge.sql"),
     },
+    Migration {
+        version: 4,
+        name: "turn_writes",
+        sqlite: include_str!("../migrations/sqlite/0004_turn_writes.sql"),
+        postgres: include_str!("../migrations/postgres/0004_turn_writes.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.

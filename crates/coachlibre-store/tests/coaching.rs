@@ -6,12 +6,12 @@ use coachlibre_core::conversation::{
     Approval, ApprovalStatus, Channel, Conversation, Message, MessageStatus, UsageRecord,
 };
 use coachlibre_core::goal::{Goal, GoalUpdate, KeyResult, Notification, Reminder};
-use coachlibre_core::ids::{ApprovalId, UsageId};
+use coachlibre_core::ids::{ApprovalId, TenantId, UsageId};
 use coachlibre_core::memory::{Memory, MemoryKind, Profile};
 use coachlibre_core::model::{ChatRole, ToolCall};
 use coachlibre_core::page::PageRequest;
-use coachlibre_core::store::ConversationFilter;
 use coachlibre_core::store::prelude::*;
+use coachlibre_core::store::{ConversationFilter, StoreError};
 use coachlibre_core::user::Role;
 
 mod common;
@@ -139,6 +139,16 @@ async fn conversations_messages_windows_and_search() {
             store.insert_message(&m).await.unwrap();
             ids.push(m.id);
         }
+        // A message touches its conversation; one for another tenant's conversation is refused.
+        let last = store.get_message(t.id, ids[5]).await.unwrap().unwrap();
+        let conv = store.get_conversation(t.id, c.id).await.unwrap().unwrap();
+        assert_eq!(conv.updated_at, last.created_at, "{backend}");
+        let stray = Message::new(TenantId::generate(), c.id, ChatRole::User, "x");
+        assert!(matches!(
+            store.insert_message(&stray).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(store.get_message(t.id, stray.id).await.unwrap().is_none());
         let recent = store.recent_messages(t.id, c.id, None, 3).await.unwrap();
         assert_eq!(
             recent.iter().map(|m| m.id).collect::<Vec<_>>(),
