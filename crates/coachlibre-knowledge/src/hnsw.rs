@@ -413,7 +413,7 @@ mod tests {
 
     #[test]
     fn recall_at_10_is_high_on_random_vectors() {
-        let data = vectors(3000, 32, 7);
+        let data = vectors(1500, 32, 7);
         let mut h = Hnsw::new(32, Params::default());
         for v in &data {
             h.insert(v);
