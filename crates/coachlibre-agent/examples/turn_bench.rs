@@ -20,14 +20,14 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use coachlibre_agent::{Coaching, Runtime, TurnEvent, TurnRequest};
-use coachlibre_core::actor::{Actor, Credential};
 use coachlibre_core::agent::{Agent, AgentInput};
 use coachlibre_core::conversation::{Channel, Conversation};
 use coachlibre_core::store::Store;
 use coachlibre_core::tenant::{Tenant, TenantSlug};
-use coachlibre_core::user::{Email, MfaState, Role, User};
+use coachlibre_core::user::Role;
 use coachlibre_store::{ConnectOptions, SqlStore};
 use coachlibre_testkit::TempDir;
+use coachlibre_testkit::people::{actor, person};
 use coachlibre_testkit::scripted::{HashEmbedder, Script, ScriptedModel, ScriptedSource};
 
 /// Client messages, cycled; some carry facts the extractor keeps.
@@ -45,32 +45,6 @@ const MESSAGES: &[&str] = &[
 const ANSWER: &str = "That is a good plan. Start with three easy runs a week, keep one long \
                       run on Saturday, and add a short tempo block once your knee feels fine. \
                       Tell me how the next run goes.";
-
-fn person(tenant: coachlibre_core::ids::TenantId, email: &str, role: Role) -> anyhow::Result<User> {
-    let now = coachlibre_core::now();
-    Ok(User {
-        id: coachlibre_core::ids::UserId::generate(),
-        tenant_id: tenant,
-        email: Email::parse(email)?,
-        display_name: email.split('@').next().unwrap_or(email).into(),
-        role,
-        password_hash: "not used".into(),
-        mfa: MfaState::default(),
-        failed_logins: 0,
-        locked_until: None,
-        created_at: now,
-        updated_at: now,
-    })
-}
-
-fn actor(u: &User) -> Actor {
-    Actor {
-        user_id: u.id,
-        tenant_id: u.tenant_id,
-        role: u.role,
-        credential: Credential::Session,
-    }
-}
 
 /// (time to `done`, whole turn)
 async fn turn(
@@ -140,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let slug = format!("bench{}", uuid_suffix());
     let tenant = Tenant::new(TenantSlug::parse(&slug)?, "Bench practice")?;
     store.insert_tenant(&tenant).await?;
-    let coach = person(tenant.id, &format!("coach@{slug}.test"), Role::Coach)?;
+    let coach = person(tenant.id, &format!("coach@{slug}.test"), Role::Coach);
     store.insert_user(&coach).await?;
     let model = Arc::new(
         ScriptedModel::new("scripted")
@@ -168,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
     // 16 clients, one conversation each.
     let mut convs = Vec::new();
     for i in 0..16 {
-        let client = person(tenant.id, &format!("client{i}@{slug}.test"), Role::Client)?;
+        let client = person(tenant.id, &format!("client{i}@{slug}.test"), Role::Client);
         store.insert_user(&client).await?;
         store.link_coach(tenant.id, coach.id, client.id).await?;
         convs.push(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coachlibre_agent::{Coaching, Runtime, TurnEvent, TurnFinish};
-use coachlibre_core::actor::{Actor, Credential};
+use coachlibre_core::actor::Actor;
 use coachlibre_core::agent::{AgentInput, Budget, MemoryPolicy};
 use coachlibre_core::conversation::{ApprovalStatus, Channel, Message, MessageStatus};
 use coachlibre_core::ids::TenantId;
@@ -14,9 +14,10 @@ use coachlibre_core::model::{ChatRole, ModelError};
 use coachlibre_core::page::PageRequest;
 use coachlibre_core::store::Store;
 use coachlibre_core::tenant::{Tenant, TenantSlug};
-use coachlibre_core::user::{Email, MfaState, Role, User};
+use coachlibre_core::user::Role;
 use coachlibre_store::{ConnectOptions, SqlStore};
 use coachlibre_testkit::TestDb;
+use coachlibre_testkit::people::{actor, person};
 use coachlibre_testkit::scripted::{HashEmbedder, Script, ScriptedModel, ScriptedSource, Step};
 use serde_json::json;
 
@@ -28,32 +29,6 @@ struct World {
     client: Actor,
     tenant: TenantId,
     _db: TestDb,
-}
-
-fn actor(u: &User) -> Actor {
-    Actor {
-        user_id: u.id,
-        tenant_id: u.tenant_id,
-        role: u.role,
-        credential: Credential::Session,
-    }
-}
-
-fn person(t: TenantId, email: &str, role: Role) -> User {
-    let now = coachlibre_core::now();
-    User {
-        id: coachlibre_core::ids::UserId::generate(),
-        tenant_id: t,
-        email: Email::parse(email).expect("test setup"),
-        display_name: email.split('@').next().expect("test setup").into(),
-        role,
-        password_hash: "x".into(),
-        mfa: MfaState::default(),
-        failed_logins: 0,
-        locked_until: None,
-        created_at: now,
-        updated_at: now,
-    }
 }
 
 async fn worlds() -> Vec<World> {

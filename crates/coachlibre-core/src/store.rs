@@ -438,7 +438,7 @@ pub trait KnowledgeStore {
     ) -> StoreResult<Option<Collection>>;
     /// Name and description.
     async fn update_collection(&self, c: &Collection) -> StoreResult<()>;
-    /// Deletes its documents and chunks too.
+    /// Deletes its documents and chunks too (bumping the epoch when it existed).
     async fn delete_collection(&self, tenant: TenantId, id: CollectionId) -> StoreResult<bool>;
     /// Oldest first; with `owner`, only that coach's collections and the tenant's shared
     /// ones (no owner).
@@ -466,7 +466,7 @@ pub trait KnowledgeStore {
     async fn update_document(&self, d: &Document, text: Option<&str>) -> StoreResult<()>;
     /// Status and progress only (cheap, for the ingestion loop).
     async fn set_document_progress(&self, d: &Document) -> StoreResult<()>;
-    /// Deletes its chunks too.
+    /// Deletes its chunks too (bumping the epoch when it existed).
     async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<bool>;
     /// Oldest first.
     async fn list_documents(
@@ -496,6 +496,14 @@ pub trait KnowledgeStore {
         model: &str,
         limit: i64,
     ) -> StoreResult<Vec<Chunk>>;
+    /// How many of the tenant's chunks were not embedded by `model`.
+    async fn count_chunks_not_embedded_by(&self, tenant: TenantId, model: &str)
+    -> StoreResult<u64>;
+    /// Metadata of the tenant's documents that have some (for search filters).
+    async fn document_metadata(
+        &self,
+        tenant: TenantId,
+    ) -> StoreResult<Vec<(DocumentId, serde_json::Map<String, serde_json::Value>)>>;
     /// Store new embeddings (made by `model`) and bump the epoch.
     async fn set_chunk_embeddings(
         &self,

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use coachlibre_knowledge::hnsw::{Hnsw, Params};
-use coachlibre_knowledge::index::dot;
+use coachlibre_knowledge::index::{dot, normalised};
 
 const DIMS: usize = 384;
 const QUERIES: usize = 1000;
@@ -43,16 +43,6 @@ impl Rng {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
     }
-}
-
-fn normalise(v: &mut [f32]) {
-    let n = v
-        .iter()
-        .map(|x| x * x)
-        .sum::<f32>()
-        .sqrt()
-        .max(f32::EPSILON);
-    v.iter_mut().for_each(|x| *x /= n);
 }
 
 fn write_f32(path: &Path, rows: &[Vec<f32>]) -> anyhow::Result<()> {
@@ -83,16 +73,14 @@ fn generate(n: usize, dir: &Path) -> anyhow::Result<()> {
     let mut rng = Rng(0x5EED_1234_ABCD_0001);
     let centres: Vec<Vec<f32>> = (0..1000)
         .map(|_| {
-            let mut c: Vec<f32> = (0..DIMS).map(|_| rng.normal()).collect();
-            normalise(&mut c);
-            c
+            let c: Vec<f32> = (0..DIMS).map(|_| rng.normal()).collect();
+            normalised(&c)
         })
         .collect();
     let draw = |rng: &mut Rng| {
         let c = &centres[(rng.next() % centres.len() as u64) as usize];
-        let mut v: Vec<f32> = c.iter().map(|x| x + 0.06 * rng.normal()).collect();
-        normalise(&mut v);
-        v
+        let v: Vec<f32> = c.iter().map(|x| x + 0.06 * rng.normal()).collect();
+        normalised(&v)
     };
     let base: Vec<Vec<f32>> = (0..n).map(|_| draw(&mut rng)).collect();
     let queries: Vec<Vec<f32>> = (0..QUERIES).map(|_| draw(&mut rng)).collect();

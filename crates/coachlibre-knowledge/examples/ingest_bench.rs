@@ -13,15 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use coachlibre_core::actor::{Actor, Credential};
 use coachlibre_core::knowledge::{ChunkPolicy, DocumentStatus, chunk_text};
 use coachlibre_core::model::EmbeddingModel;
 use coachlibre_core::store::Store;
 use coachlibre_core::tenant::{Tenant, TenantSlug};
-use coachlibre_core::user::{Email, MfaState, Role, User};
+use coachlibre_core::user::Role;
 use coachlibre_knowledge::Knowledge;
 use coachlibre_store::{ConnectOptions, SqlStore};
 use coachlibre_testkit::TempDir;
+use coachlibre_testkit::people::{actor, person};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -134,27 +134,9 @@ async fn main() -> anyhow::Result<()> {
     let store: Arc<dyn Store> = Arc::new(sql);
     let tenant = Tenant::new(TenantSlug::parse("bench")?, "Bench")?;
     store.insert_tenant(&tenant).await?;
-    let now = coachlibre_core::now();
-    let coach = User {
-        id: coachlibre_core::ids::UserId::generate(),
-        tenant_id: tenant.id,
-        email: Email::parse("coach@bench.test")?,
-        display_name: "Coach".into(),
-        role: Role::Coach,
-        password_hash: "not used".into(),
-        mfa: MfaState::default(),
-        failed_logins: 0,
-        locked_until: None,
-        created_at: now,
-        updated_at: now,
-    };
+    let coach = person(tenant.id, "coach@bench.test", Role::Coach);
     store.insert_user(&coach).await?;
-    let actor = Actor {
-        user_id: coach.id,
-        tenant_id: tenant.id,
-        role: Role::Coach,
-        credential: Credential::Session,
-    };
+    let actor = actor(&coach);
     let knowledge = Knowledge::new(store.clone(), Some(embedder.clone()));
     let collection = knowledge
         .create_collection(&actor, "Programs", "", None)

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::index::dot;
+use crate::index::{dot, normalised};
 
 /// Build and search settings.
 #[derive(Debug, Clone, Copy)]
@@ -164,13 +164,7 @@ impl Hnsw {
     pub fn insert(&mut self, v: &[f32]) -> u32 {
         let id = u32::try_from(self.upper.len()).unwrap_or(u32::MAX);
         if v.len() == self.dims {
-            let norm = v
-                .iter()
-                .map(|x| x * x)
-                .sum::<f32>()
-                .sqrt()
-                .max(f32::EPSILON);
-            self.vectors.extend(v.iter().map(|x| x / norm));
+            self.vectors.extend(normalised(v));
         } else {
             self.vectors.extend(std::iter::repeat_n(0.0, self.dims));
         }
@@ -347,13 +341,7 @@ impl Hnsw {
         if query.len() != self.dims || k == 0 {
             return Vec::new();
         }
-        let norm = query
-            .iter()
-            .map(|x| x * x)
-            .sum::<f32>()
-            .sqrt()
-            .max(f32::EPSILON);
-        let q: Vec<f32> = query.iter().map(|x| x / norm).collect();
+        let q = normalised(query);
         for layer in (1..=self.top).rev() {
             ep = self.greedy(&q, ep, layer);
         }

@@ -161,13 +161,7 @@ impl TenantIndex {
             .filter(|v| v.len() == self.dims && self.dims > 0);
         match vector {
             Some(v) => {
-                let norm = v
-                    .iter()
-                    .map(|x| x * x)
-                    .sum::<f32>()
-                    .sqrt()
-                    .max(f32::EPSILON);
-                self.vectors.extend(v.iter().map(|x| x / norm));
+                self.vectors.extend(normalised(v));
             }
             None => self.vectors.extend(std::iter::repeat_n(0.0, self.dims)),
         }
@@ -228,13 +222,7 @@ impl TenantIndex {
         if query.len() != self.dims || self.dims == 0 {
             return Vec::new();
         }
-        let norm = query
-            .iter()
-            .map(|x| x * x)
-            .sum::<f32>()
-            .sqrt()
-            .max(f32::EPSILON);
-        let q: Vec<f32> = query.iter().map(|x| x / norm).collect();
+        let q = normalised(query);
         let scored = self
             .entries
             .iter()
@@ -290,6 +278,12 @@ impl TenantIndex {
             vector_rank: None,
         }
     }
+}
+
+/// `v` scaled to unit length (a zero vector stays zero).
+pub fn normalised(v: &[f32]) -> Vec<f32> {
+    let norm = dot(v, v).sqrt().max(f32::EPSILON);
+    v.iter().map(|x| x / norm).collect()
 }
 
 /// Dot product, in eight lanes so the compiler vectorises it.

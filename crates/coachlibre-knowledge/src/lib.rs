@@ -323,29 +323,22 @@ impl Knowledge {
                 .list_collections(actor.tenant_id, Some(actor.user_id), page)
                 .await?),
             Role::Client => {
-                // A client has few coaches: read each coach's view and merge.
+                // A client has few coaches: read each coach's view (theirs and the shared
+                // ones) and merge. Without a coach, the client's own view is the shared ones
+                // (a client owns no collection).
+                let mut owners = self.coaches_of(actor).await?;
+                if owners.is_empty() {
+                    owners.push(actor.user_id);
+                }
                 let mut all = Vec::new();
-                let coaches = self.coaches_of(actor).await?;
                 let mut seen = std::collections::HashSet::new();
-                for coach in coaches {
+                for owner in owners {
                     for c in self
                         .store
-                        .list_collections(actor.tenant_id, Some(coach), page)
+                        .list_collections(actor.tenant_id, Some(owner), page)
                         .await?
                     {
                         if seen.insert(c.id) {
-                            all.push(c);
-                        }
-                    }
-                }
-                if all.is_empty() {
-                    // No coach: the shared collections only.
-                    for c in self
-                        .store
-                        .list_collections(actor.tenant_id, Some(actor.user_id), page)
-                        .await?
-                    {
-                        if c.owner_id.is_none() {
                             all.push(c);
                         }
                     }
@@ -782,22 +775,16 @@ impl Knowledge {
         let dims = self.embedder.as_ref().map_or(0, |e| e.dimensions());
         let mut idx = TenantIndex::new(epoch, dims);
         let mut after = None;
-        let mut docs = std::collections::HashSet::new();
         loop {
             let page = self.store.chunks_after(tenant, after, LOAD_PAGE).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id);
             for c in &page {
                 idx.add(c);
-                docs.insert(c.document_id);
             }
         }
-        for id in docs {
-            if let Some(d) = self.store.get_document(tenant, id).await?
-                && !d.metadata.is_empty()
-            {
-                idx.set_metadata(id, d.metadata);
-            }
+        for (id, metadata) in self.store.document_metadata(tenant).await? {
+            idx.set_metadata(id, metadata);
         }
         Ok(idx)
     }
@@ -936,11 +923,11 @@ impl Knowledge {
             return Ok(false);
         };
         for t in self.store.list_tenants().await? {
-            if !self
+            if self
                 .store
-                .chunks_not_embedded_by(t.id, e.name(), 1)
+                .count_chunks_not_embedded_by(t.id, e.name())
                 .await?
-                .is_empty()
+                > 0
             {
                 return Ok(true);
             }
@@ -961,13 +948,10 @@ impl Knowledge {
         // Count first, for the progress bar.
         let mut total = 0u64;
         for t in &tenants {
-            let mut after = None;
-            loop {
-                let page = self.store.chunks_after(t.id, after, LOAD_PAGE).await?;
-                let Some(last) = page.last() else { break };
-                after = Some(last.id);
-                total += page.len() as u64;
-            }
+            total += self
+                .store
+                .count_chunks_not_embedded_by(t.id, &model)
+                .await?;
         }
         progress(0, total);
         for t in &tenants {

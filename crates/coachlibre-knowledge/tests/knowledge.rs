@@ -7,15 +7,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coachlibre_core::Error;
-use coachlibre_core::actor::{Actor, Credential};
+use coachlibre_core::actor::Actor;
 use coachlibre_core::ids::{CollectionId, TenantId};
 use coachlibre_core::knowledge::{DocumentStatus, KnowledgeSource};
 use coachlibre_core::model::{EmbeddingModel, ModelError};
 use coachlibre_core::store::Store;
 use coachlibre_core::tenant::{Tenant, TenantSlug};
-use coachlibre_core::user::{Email, MfaState, Role, User};
+use coachlibre_core::user::Role;
 use coachlibre_knowledge::{Knowledge, SearchRequest, Upload};
 use coachlibre_store::{ConnectOptions, SqlStore};
+use coachlibre_testkit::people::{actor, person};
 use coachlibre_testkit::scripted::HashEmbedder;
 use coachlibre_testkit::{TestDb, fixtures};
 
@@ -38,32 +39,6 @@ struct World {
     client: Actor,
     stranger: Actor,
     _db: TestDb,
-}
-
-fn actor(u: &User) -> Actor {
-    Actor {
-        user_id: u.id,
-        tenant_id: u.tenant_id,
-        role: u.role,
-        credential: Credential::Session,
-    }
-}
-
-fn person(t: TenantId, email: &str, role: Role) -> User {
-    let now = coachlibre_core::now();
-    User {
-        id: coachlibre_core::ids::UserId::generate(),
-        tenant_id: t,
-        email: Email::parse(email).expect("test setup"),
-        display_name: email.split('@').next().expect("test setup").into(),
-        role,
-        password_hash: "x".into(),
-        mfa: MfaState::default(),
-        failed_logins: 0,
-        locked_until: None,
-        created_at: now,
-        updated_at: now,
-    }
 }
 
 async fn tenant(store: &Arc<dyn Store>, slug: &str) -> (TenantId, Vec<Actor>) {

@@ -90,6 +90,34 @@ macro_rules! bump_epoch {
     };
 }
 
+impl SqlStore {
+    /// Delete a collection or document of the tenant (its documents and chunks go with it by
+    /// the foreign keys' cascade) and, if it existed, bump the tenant's knowledge epoch in the
+    /// same transaction.
+    async fn delete_bumping_epoch(
+        &self,
+        table: &'static str,
+        tenant: TenantId,
+        id: Uuid,
+    ) -> StoreResult<bool> {
+        on_pool_write!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let r = sqlx::query(&format!("DELETE FROM {table} WHERE tenant_id = $1 AND id = $2"))
+                .bind(tenant.as_uuid())
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let deleted = r.rows_affected() == 1;
+            if deleted {
+                bump_epoch!(tx, tenant);
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(deleted)
+        })
+    }
+}
+
 #[async_trait]
 impl KnowledgeStore for SqlStore {
     async fn insert_collection(&self, c: &Collection) -> StoreResult<()> {
@@ -144,32 +172,8 @@ impl KnowledgeStore for SqlStore {
     }
 
     async fn delete_collection(&self, tenant: TenantId, id: CollectionId) -> StoreResult<bool> {
-        on_pool_write!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            // Children first, explicitly: the cascade would do it, but this keeps the
-            // statement count visible and works the same on both engines.
-            sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND collection_id = $2")
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            sqlx::query("DELETE FROM documents WHERE tenant_id = $1 AND collection_id = $2")
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let r = sqlx::query("DELETE FROM collections WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            bump_epoch!(tx, tenant);
-            tx.commit().await.map_err(db_err)?;
-            Ok(r.rows_affected() == 1)
-        })
+        self.delete_bumping_epoch("collections", tenant, id.as_uuid())
+            .await
     }
 
     async fn list_collections(
@@ -315,24 +319,8 @@ impl KnowledgeStore for SqlStore {
     }
 
     async fn delete_document(&self, tenant: TenantId, id: DocumentId) -> StoreResult<bool> {
-        on_pool_write!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            sqlx::query("DELETE FROM chunks WHERE tenant_id = $1 AND document_id = $2")
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let r = sqlx::query("DELETE FROM documents WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_uuid())
-                .bind(id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            bump_epoch!(tx, tenant);
-            tx.commit().await.map_err(db_err)?;
-            Ok(r.rows_affected() == 1)
-        })
+        self.delete_bumping_epoch("documents", tenant, id.as_uuid())
+            .await
     }
 
     async fn list_documents(
@@ -458,6 +446,47 @@ impl KnowledgeStore for SqlStore {
             .bind(tenant.as_uuid())
             .bind(model)
             .bind(limit), p, chunk_row))
+        })
+    }
+
+    async fn count_chunks_not_embedded_by(
+        &self,
+        tenant: TenantId,
+        model: &str,
+    ) -> StoreResult<u64> {
+        on_pool!(self, p => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM chunks WHERE tenant_id = $1 AND embedding_model <> $2",
+            )
+            .bind(tenant.as_uuid())
+            .bind(model)
+            .fetch_one(p)
+            .await
+            .map_err(db_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    async fn document_metadata(
+        &self,
+        tenant: TenantId,
+    ) -> StoreResult<Vec<(DocumentId, serde_json::Map<String, serde_json::Value>)>> {
+        on_pool!(self, p => {
+            let rows = sqlx::query(
+                "SELECT id, metadata FROM documents WHERE tenant_id = $1 AND metadata <> '{}'",
+            )
+            .bind(tenant.as_uuid())
+            .fetch_all(p)
+            .await
+            .map_err(db_err)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                out.push((
+                    col!(&r, "id", Uuid).into(),
+                    from_json(&col!(&r, "metadata", String))?,
+                ));
+            }
+            Ok(out)
         })
     }
 

@@ -4,6 +4,7 @@
 //! Used by the storage contract suite and by the server's integration tests.
 
 pub mod fixtures;
+pub mod people;
 pub mod scripted;
 
 use std::path::{Path, PathBuf};

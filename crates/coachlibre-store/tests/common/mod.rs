@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use coachlibre_core::ids::{TenantId, UserId};
+use coachlibre_core::ids::TenantId;
 use coachlibre_core::tenant::{Tenant, TenantSlug};
-use coachlibre_core::user::{Email, MfaState, Role, User};
+use coachlibre_core::user::{Role, User};
 use coachlibre_store::{ConnectOptions, SqlStore};
 use coachlibre_testkit::TestDb;
 
@@ -33,18 +33,5 @@ pub fn tenant(slug: &str) -> Tenant {
 }
 
 pub fn user(tenant: TenantId, email: &str, role: Role) -> User {
-    let now = coachlibre_core::now();
-    User {
-        id: UserId::generate(),
-        tenant_id: tenant,
-        email: Email::parse(email).expect("email"),
-        display_name: "Someone".into(),
-        role,
-        password_hash: "$argon2id$placeholder".into(),
-        mfa: MfaState::default(),
-        failed_logins: 0,
-        locked_until: None,
-        created_at: now,
-        updated_at: now,
-    }
+    coachlibre_testkit::people::person(tenant, email, role)
 }
