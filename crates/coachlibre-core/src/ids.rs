@@ -124,6 +124,14 @@ id_type!(
     /// A passage of a document.
     ChunkId
 );
+id_type!(
+    /// A unit of background work in the durable queue.
+    JobId
+);
+id_type!(
+    /// A recurring (cron) schedule that enqueues jobs.
+    ScheduleId
+);
 
 #[cfg(test)]
 mod tests {

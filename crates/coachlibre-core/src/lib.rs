@@ -15,6 +15,7 @@ pub mod conversation;
 pub mod error;
 pub mod goal;
 pub mod ids;
+pub mod job;
 pub mod knowledge;
 pub mod memory;
 pub mod model;

@@ -20,8 +20,10 @@ use crate::conversation::{
 use crate::goal::{Goal, Notification, Reminder};
 use crate::ids::{
     AgentId, ApiKeyId, ApprovalId, ChunkId, CollectionId, ConversationId, DocumentId, GoalId,
-    MemoryId, MessageId, NotificationId, RefreshTokenId, SessionFamilyId, TenantId, UserId,
+    JobId, MemoryId, MessageId, NotificationId, RefreshTokenId, ReminderId, ScheduleId,
+    SessionFamilyId, TenantId, UserId,
 };
+use crate::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
 use crate::knowledge::{Chunk, Collection, Document};
 use crate::memory::{Memory, Profile};
 use crate::page::PageRequest;
@@ -423,6 +425,93 @@ pub trait GoalStore {
     ) -> StoreResult<bool>;
 }
 
+/// The durable job queue and its schedules.
+///
+/// Claims are atomic: two workers (threads, processes or machines) never hold the same job.
+/// Every change a worker makes is conditional on it still holding the job (same worker,
+/// still `running`), so a worker whose lease expired cannot overwrite what its successor did.
+/// Methods without a tenant are the workers' and the scheduler's, across tenants.
+#[async_trait]
+pub trait JobStore {
+    /// Insert, unless the tenant has a job with the same idempotency key: then that job is
+    /// returned and `false`.
+    async fn enqueue(&self, job: &NewJob) -> StoreResult<(Job, bool)>;
+    /// Insert many in one transaction (keys deduplicate as above); returns how many were new.
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> StoreResult<u64>;
+    /// Take up to `limit` due jobs, highest priority then earliest first, for `worker` until
+    /// `lease_until`; each claim counts an attempt.
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<Job>>;
+    /// Extend the lease of every job `worker` holds; returns the ids it still holds (a job
+    /// cancelled meanwhile is missing from them).
+    async fn heartbeat(&self, worker: &str, lease_until: Timestamp) -> StoreResult<Vec<JobId>>;
+    /// Record the outcomes of several attempts in one transaction; returns how many were
+    /// still held by `worker` (the others were cancelled or taken over, and are left alone).
+    async fn finish_jobs(
+        &self,
+        worker: &str,
+        outcomes: &[(JobId, Outcome)],
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+    /// Queue again (or dead-letter, when no attempt is left) the running jobs whose lease
+    /// expired before `now`: their worker is gone. Returns how many.
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<u64>;
+    async fn set_job_progress(&self, worker: &str, id: JobId, p: &Progress) -> StoreResult<()>;
+    async fn get_job(&self, tenant: TenantId, id: JobId) -> StoreResult<Option<Job>>;
+    /// Newest first.
+    async fn list_jobs(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Job>>;
+    /// Cancel a job that is queued or running; `None` if it does not exist, else the job
+    /// after the change (unchanged when it had already finished).
+    async fn cancel_job(&self, tenant: TenantId, id: JobId) -> StoreResult<Option<Job>>;
+    /// Queue a failed or cancelled job again with fresh attempts; same return as cancel.
+    async fn retry_job(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+        now: Timestamp,
+    ) -> StoreResult<Option<Job>>;
+    /// How many of the tenant's jobs are in each status (all tenants with `None`).
+    async fn count_jobs(&self, tenant: Option<TenantId>) -> StoreResult<Vec<(JobStatus, u64)>>;
+    /// Delete finished jobs that ended before `before`; returns how many.
+    async fn purge_jobs(&self, before: Timestamp) -> StoreResult<u64>;
+
+    /// Insert; the same name twice in a tenant is a conflict.
+    async fn insert_schedule(&self, s: &Schedule) -> StoreResult<()>;
+    async fn list_schedules(&self, tenant: TenantId) -> StoreResult<Vec<Schedule>>;
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> StoreResult<bool>;
+    /// Enabled schedules due at `now`, across tenants.
+    async fn due_schedules(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Schedule>>;
+    /// Move a schedule from `fired` to `next` and enqueue its job, in one transaction; false
+    /// (and nothing enqueued) if another scheduler did it first.
+    async fn fire_schedule(
+        &self,
+        id: ScheduleId,
+        fired: Timestamp,
+        next: Timestamp,
+        job: &NewJob,
+    ) -> StoreResult<bool>;
+    /// Scheduled reminders due at `now`, across tenants, oldest first.
+    async fn due_reminders(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Reminder>>;
+    /// Mark a scheduled reminder sent and, in the same transaction, write `message` into its
+    /// conversation; false if it was not scheduled any more (sent or cancelled).
+    async fn deliver_reminder(
+        &self,
+        tenant: TenantId,
+        id: ReminderId,
+        message: Option<&Message>,
+    ) -> StoreResult<bool>;
+}
+
 /// Collections, documents and their chunks.
 ///
 /// Every change to a tenant's chunks (new version ready, document or collection deleted,
@@ -542,6 +631,7 @@ pub trait Store:
     + MemoryStore
     + GoalStore
     + KnowledgeStore
+    + JobStore
     + SystemStore
     + Send
     + Sync
@@ -559,6 +649,7 @@ impl<T> Store for T where
         + MemoryStore
         + GoalStore
         + KnowledgeStore
+        + JobStore
         + SystemStore
         + Send
         + Sync
@@ -568,7 +659,7 @@ impl<T> Store for T where
 /// Every storage trait, to call store methods directly (`use coachlibre_core::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AgentStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, KnowledgeStore,
-        MemoryStore, SessionStore, Store, SystemStore, TenantStore, UserStore,
+        AgentStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, JobStore,
+        KnowledgeStore, MemoryStore, SessionStore, Store, SystemStore, TenantStore, UserStore,
     };
 }

@@ -231,14 +231,14 @@ macro_rules! goal_row {
 macro_rules! reminder_row {
     ($r:expr) => {{
         let r = &$r;
-        Reminder {
+        coachlibre_core::goal::Reminder {
             id: col!(r, "id", Uuid).into(),
             tenant_id: col!(r, "tenant_id", Uuid).into(),
             client_id: col!(r, "client_id", Uuid).into(),
             conversation_id: col!(r, "conversation_id", Option<Uuid>).map(Into::into),
             text: col!(r, "text"),
             due_at: col!(r, "due_at"),
-            status: parse_enum(
+            status: $crate::coaching::parse_enum(
                 &col!(r, "status", String),
                 coachlibre_core::goal::ReminderStatus::parse,
             )?,
@@ -246,6 +246,7 @@ macro_rules! reminder_row {
         }
     }};
 }
+pub(crate) use reminder_row;
 
 macro_rules! notification_row {
     ($r:expr) => {{
@@ -274,7 +275,35 @@ fn role_of(s: &str) -> Option<coachlibre_core::model::ChatRole> {
     }
 }
 
-fn role_text(m: &Message) -> &'static str {
+/// Insert a message if its conversation is the tenant's (no row otherwise); bind with
+/// [`bind_message!`].
+pub(crate) fn message_insert_sql() -> String {
+    format!(
+        "INSERT INTO messages ({MSG_COLS}) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+         WHERE EXISTS (SELECT 1 FROM conversations WHERE tenant_id = $2 AND id = $3)"
+    )
+}
+
+/// Bind message `$m` (its tool calls encoded as `$calls`) to [`message_insert_sql`].
+macro_rules! bind_message {
+    ($q:expr, $m:expr, $calls:expr) => {
+        $q.bind($m.id.as_uuid())
+            .bind($m.tenant_id.as_uuid())
+            .bind($m.conversation_id.as_uuid())
+            .bind($crate::coaching::role_text($m))
+            .bind(&$m.content)
+            .bind(&$calls)
+            .bind($m.tool_call_id.as_deref())
+            .bind($m.status.as_str())
+            .bind(i64::from($m.prompt_tokens))
+            .bind(i64::from($m.completion_tokens))
+            .bind($m.created_at)
+    };
+}
+pub(crate) use bind_message;
+
+pub(crate) fn role_text(m: &Message) -> &'static str {
     match m.role {
         coachlibre_core::model::ChatRole::System => "system",
         coachlibre_core::model::ChatRole::User => "user",
@@ -289,25 +318,10 @@ impl SqlStore {
     /// the insert only happens if the conversation is the tenant's.
     async fn insert_message_inner(&self, m: &Message, u: Option<&UsageRecord>) -> StoreResult<()> {
         let calls = to_json(&m.tool_calls)?;
-        let insert = format!(
-            "INSERT INTO messages ({MSG_COLS}) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-             WHERE EXISTS (SELECT 1 FROM conversations WHERE tenant_id = $2 AND id = $3)"
-        );
+        let insert = message_insert_sql();
         macro_rules! message_insert {
             () => {
-                sqlx::query(&insert)
-                    .bind(m.id.as_uuid())
-                    .bind(m.tenant_id.as_uuid())
-                    .bind(m.conversation_id.as_uuid())
-                    .bind(role_text(m))
-                    .bind(&m.content)
-                    .bind(&calls)
-                    .bind(m.tool_call_id.as_deref())
-                    .bind(m.status.as_str())
-                    .bind(i64::from(m.prompt_tokens))
-                    .bind(i64::from(m.completion_tokens))
-                    .bind(m.created_at)
+                bind_message!(sqlx::query(&insert), m, calls)
             };
         }
         on_pool_write!(self, p => {

@@ -11,6 +11,7 @@
 //! of the process or the machine), foreign keys on and a busy timeout.
 
 mod coaching;
+mod jobs;
 mod knowledge;
 mod migrate;
 mod rows;

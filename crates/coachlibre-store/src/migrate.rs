@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_turn_writes.sql"),
         postgres: include_str!("../migrations/postgres/0004_turn_writes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "jobs",
+        sqlite: include_str!("../migrations/sqlite/0005_jobs.sql"),
+        postgres: include_str!("../migrations/postgres/0005_jobs.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.

@@ -1,0 +1,47 @@
+-- The durable job queue and its cron schedules.
+
+CREATE TABLE jobs (
+    id              BLOB PRIMARY KEY,
+    tenant_id       BLOB NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    created_by      BLOB REFERENCES users (id) ON DELETE SET NULL,
+    kind            TEXT NOT NULL,
+    payload         TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    run_at          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    max_attempts    INTEGER NOT NULL,
+    idempotency_key TEXT,
+    worker          TEXT,
+    lease_until     TEXT,
+    progress        TEXT,
+    result          TEXT,
+    last_error      TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    finished_at     TEXT,
+    UNIQUE (tenant_id, idempotency_key)
+);
+-- What a claim reads: due jobs by priority then time (queued ones only).
+CREATE INDEX jobs_due ON jobs (priority DESC, run_at) WHERE status = 'queued';
+-- Heartbeats and the reaper: the few running jobs.
+CREATE INDEX jobs_running ON jobs (lease_until) WHERE status = 'running';
+CREATE INDEX jobs_tenant ON jobs (tenant_id, id);
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE schedules (
+    id          BLOB PRIMARY KEY,
+    tenant_id   BLOB NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    cron        TEXT NOT NULL,
+    timezone    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    enabled     INTEGER NOT NULL,
+    next_run_at TEXT NOT NULL,
+    last_run_at TEXT,
+    created_by  BLOB REFERENCES users (id) ON DELETE SET NULL,
+    created_at  TEXT NOT NULL,
+    UNIQUE (tenant_id, name)
+);
+CREATE INDEX schedules_due ON schedules (next_run_at) WHERE enabled;

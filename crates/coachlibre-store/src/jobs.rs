@@ -1,0 +1,580 @@
+//! The durable job queue, its schedules and reminder delivery, for both drivers.
+//!
+//! Claiming is one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`: on PostgreSQL the
+//! inner select takes `FOR UPDATE SKIP LOCKED`, so concurrent workers skip each other's rows
+//! instead of waiting; on SQLite the statement runs under the database's single write lock (and
+//! this process's writer queue), which makes it atomic across threads and processes alike.
+
+use async_trait::async_trait;
+use coachlibre_core::Timestamp;
+use coachlibre_core::conversation::Message;
+use coachlibre_core::goal::Reminder;
+use coachlibre_core::ids::{JobId, ReminderId, ScheduleId, TenantId};
+use coachlibre_core::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
+use coachlibre_core::page::PageRequest;
+use coachlibre_core::store::{JobStore, StoreResult};
+use uuid::Uuid;
+
+use crate::coaching::{
+    bind_message, from_json, message_insert_sql, parse_enum, reminder_row, to_json,
+};
+use crate::rows::{col, fetch_opt, fetch_vec};
+use crate::{Pool, SqlStore, db_err, on_pool, on_pool_write};
+
+const JOB_COLS: &str = "id, tenant_id, created_by, kind, payload, priority, status, run_at, \
+    attempts, max_attempts, idempotency_key, worker, lease_until, progress, result, last_error, \
+    created_at, updated_at, finished_at";
+
+const SCHEDULE_COLS: &str = "id, tenant_id, name, cron, timezone, kind, payload, enabled, \
+    next_run_at, last_run_at, created_by, created_at";
+
+/// What the reaper writes on a job whose worker vanished.
+const LOST_WORKER: &str = "the worker running it stopped before finishing (lease expired)";
+
+fn attempts_of(v: i32) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(0)
+}
+
+fn attempts_col(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+macro_rules! job_row {
+    ($r:expr) => {{
+        let r = &$r;
+        Job {
+            id: col!(r, "id", Uuid).into(),
+            tenant_id: col!(r, "tenant_id", Uuid).into(),
+            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
+            kind: col!(r, "kind"),
+            payload: from_json(&col!(r, "payload", String))?,
+            priority: col!(r, "priority", i32),
+            status: parse_enum(&col!(r, "status", String), JobStatus::parse)?,
+            run_at: col!(r, "run_at"),
+            attempts: attempts_of(col!(r, "attempts", i32)),
+            max_attempts: attempts_of(col!(r, "max_attempts", i32)),
+            idempotency_key: col!(r, "idempotency_key"),
+            worker: col!(r, "worker"),
+            lease_until: col!(r, "lease_until"),
+            progress: match col!(r, "progress", Option<String>) {
+                Some(p) => Some(from_json::<Progress>(&p)?),
+                None => None,
+            },
+            result: match col!(r, "result", Option<String>) {
+                Some(v) => Some(from_json(&v)?),
+                None => None,
+            },
+            last_error: col!(r, "last_error"),
+            created_at: col!(r, "created_at"),
+            updated_at: col!(r, "updated_at"),
+            finished_at: col!(r, "finished_at"),
+        }
+    }};
+}
+
+macro_rules! schedule_row {
+    ($r:expr) => {{
+        let r = &$r;
+        Schedule {
+            id: col!(r, "id", Uuid).into(),
+            tenant_id: col!(r, "tenant_id", Uuid).into(),
+            name: col!(r, "name"),
+            cron: col!(r, "cron"),
+            timezone: col!(r, "timezone"),
+            kind: col!(r, "kind"),
+            payload: from_json(&col!(r, "payload", String))?,
+            enabled: col!(r, "enabled", bool),
+            next_run_at: col!(r, "next_run_at"),
+            last_run_at: col!(r, "last_run_at"),
+            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
+            created_at: col!(r, "created_at"),
+        }
+    }};
+}
+
+/// `INSERT` of a whole job, skipping a duplicate idempotency key; bind with [`bind_job!`].
+fn job_insert_sql() -> String {
+    format!(
+        "INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
+         $12, $13, $14, $15, $16, $17, $18, $19) \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING"
+    )
+}
+
+/// A new job's row, its payload encoded as `$payload`.
+macro_rules! bind_job {
+    ($q:expr, $j:expr, $payload:expr) => {
+        $q.bind($j.id.as_uuid())
+            .bind($j.tenant_id.as_uuid())
+            .bind($j.created_by.map(|u| u.as_uuid()))
+            .bind(&$j.kind)
+            .bind(&$payload)
+            .bind($j.priority)
+            .bind($j.status.as_str())
+            .bind($j.run_at)
+            .bind(attempts_col($j.attempts))
+            .bind(attempts_col($j.max_attempts))
+            .bind($j.idempotency_key.as_deref())
+            .bind($j.worker.as_deref())
+            .bind($j.lease_until)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind($j.last_error.as_deref())
+            .bind($j.created_at)
+            .bind($j.updated_at)
+            .bind($j.finished_at)
+    };
+}
+
+/// `UPDATE` recording one outcome: `$1` id, `$2` worker, `$3` time, `$4` result or error,
+/// `$5` retry time (retries only). Conditional on the worker still holding the job.
+fn outcome_sql(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Succeeded(_) => {
+            "UPDATE jobs SET status = 'succeeded', result = $4, lease_until = NULL, \
+             finished_at = $3, updated_at = $3 \
+             WHERE id = $1 AND worker = $2 AND status = 'running'"
+        }
+        Outcome::Retry { .. } => {
+            "UPDATE jobs SET \
+             status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+             finished_at = CASE WHEN attempts >= max_attempts THEN $3 ELSE NULL END, \
+             last_error = $4, run_at = $5, lease_until = NULL, updated_at = $3 \
+             WHERE id = $1 AND worker = $2 AND status = 'running'"
+        }
+        Outcome::Failed(_) => {
+            "UPDATE jobs SET status = 'failed', last_error = $4, lease_until = NULL, \
+             finished_at = $3, updated_at = $3 \
+             WHERE id = $1 AND worker = $2 AND status = 'running'"
+        }
+    }
+}
+
+impl SqlStore {
+    async fn job_by_key(&self, tenant: TenantId, key: &str) -> StoreResult<Option<Job>> {
+        on_pool!(self, p => {
+            Ok(fetch_opt!(sqlx::query(&format!(
+                "SELECT {JOB_COLS} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(key), p, job_row))
+        })
+    }
+
+    /// `FOR UPDATE SKIP LOCKED` where the engine has it.
+    fn skip_locked(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "",
+            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
+#[async_trait]
+impl JobStore for SqlStore {
+    async fn enqueue(&self, new: &NewJob) -> StoreResult<(Job, bool)> {
+        let job = Job::from_new(new);
+        let payload = to_json(&job.payload)?;
+        let sql = job_insert_sql();
+        let inserted = on_pool_write!(self, p => {
+            bind_job!(sqlx::query(&sql), job, payload)
+                .execute(p)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+                == 1
+        });
+        if inserted {
+            return Ok((job, true));
+        }
+        let key = new.idempotency_key.as_deref().unwrap_or_default();
+        match self.job_by_key(new.tenant_id, key).await? {
+            Some(existing) => Ok((existing, false)),
+            // Deleted between the two statements (purged or its tenant removed).
+            None => Err(coachlibre_core::store::StoreError::NotFound),
+        }
+    }
+
+    async fn enqueue_many(&self, jobs: &[NewJob]) -> StoreResult<u64> {
+        let rows = jobs
+            .iter()
+            .map(|n| {
+                let j = Job::from_new(n);
+                to_json(&j.payload).map(|p| (j, p))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let sql = job_insert_sql();
+        on_pool_write!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut new = 0;
+            for (job, payload) in &rows {
+                new += bind_job!(sqlx::query(&sql), job, payload)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(new)
+        })
+    }
+
+    async fn claim_jobs(
+        &self,
+        worker: &str,
+        limit: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<Job>> {
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = $1, \
+             lease_until = $3, updated_at = $2 \
+             WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= $2 \
+             ORDER BY priority DESC, run_at LIMIT $4{}) \
+             RETURNING {JOB_COLS}",
+            self.skip_locked()
+        );
+        on_pool_write!(self, p => {
+            Ok(fetch_vec!(sqlx::query(&sql)
+                .bind(worker)
+                .bind(now)
+                .bind(lease_until)
+                .bind(i64::from(limit)), p, job_row))
+        })
+    }
+
+    async fn heartbeat(&self, worker: &str, lease_until: Timestamp) -> StoreResult<Vec<JobId>> {
+        on_pool_write!(self, p => {
+            let rows: Vec<(Uuid,)> = sqlx::query_as(
+                "UPDATE jobs SET lease_until = $2 WHERE worker = $1 AND status = 'running' \
+                 RETURNING id",
+            )
+            .bind(worker)
+            .bind(lease_until)
+            .fetch_all(p)
+            .await
+            .map_err(db_err)?;
+            Ok(rows.into_iter().map(|(id,)| id.into()).collect())
+        })
+    }
+
+    async fn finish_jobs(
+        &self,
+        worker: &str,
+        outcomes: &[(JobId, Outcome)],
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let encoded = outcomes
+            .iter()
+            .map(|(id, o)| {
+                let (text, at) = match o {
+                    Outcome::Succeeded(v) => (to_json(v)?, None),
+                    Outcome::Retry { error, at } => (error.clone(), Some(*at)),
+                    Outcome::Failed(e) => (e.clone(), None),
+                };
+                Ok((*id, outcome_sql(o), text, at))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        on_pool_write!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut held = 0;
+            for (id, sql, text, at) in &encoded {
+                let q = sqlx::query(sql)
+                    .bind(id.as_uuid())
+                    .bind(worker)
+                    .bind(now)
+                    .bind(text);
+                // Only a retry has a fifth parameter (PostgreSQL must infer every one).
+                let q = match at {
+                    Some(at) => q.bind(*at),
+                    None => q,
+                };
+                held += q
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(held)
+        })
+    }
+
+    async fn reap_expired(&self, now: Timestamp) -> StoreResult<u64> {
+        on_pool_write!(self, p => {
+            Ok(sqlx::query(
+                "UPDATE jobs SET \
+                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END, \
+                 last_error = $2, run_at = $1, lease_until = NULL, updated_at = $1 \
+                 WHERE status = 'running' AND lease_until < $1",
+            )
+            .bind(now)
+            .bind(LOST_WORKER)
+            .execute(p)
+            .await
+            .map_err(db_err)?
+            .rows_affected())
+        })
+    }
+
+    async fn set_job_progress(&self, worker: &str, id: JobId, pr: &Progress) -> StoreResult<()> {
+        let json = to_json(pr)?;
+        on_pool_write!(self, p => {
+            sqlx::query(
+                "UPDATE jobs SET progress = $3 WHERE id = $1 AND worker = $2 \
+                 AND status = 'running'",
+            )
+            .bind(id.as_uuid())
+            .bind(worker)
+            .bind(&json)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    async fn get_job(&self, tenant: TenantId, id: JobId) -> StoreResult<Option<Job>> {
+        on_pool!(self, p => {
+            Ok(fetch_opt!(sqlx::query(&format!(
+                "SELECT {JOB_COLS} FROM jobs WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid()), p, job_row))
+        })
+    }
+
+    async fn list_jobs(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Job>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(&format!(
+                "SELECT {JOB_COLS} FROM jobs WHERE tenant_id = $1 \
+                 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR kind = $3) \
+                 AND ($4 IS NULL OR created_by = $4) AND ($5 IS NULL OR id < $5) \
+                 ORDER BY id DESC LIMIT $6"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(filter.status.map(JobStatus::as_str))
+            .bind(filter.kind.as_deref())
+            .bind(filter.created_by.map(|u| u.as_uuid()))
+            .bind(page.cursor)
+            .bind(page.fetch_limit()), p, job_row))
+        })
+    }
+
+    async fn cancel_job(&self, tenant: TenantId, id: JobId) -> StoreResult<Option<Job>> {
+        let now = coachlibre_core::now();
+        on_pool_write!(self, p => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', lease_until = NULL, finished_at = $3, \
+                 updated_at = $3 WHERE tenant_id = $1 AND id = $2 \
+                 AND status IN ('queued', 'running')",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        self.get_job(tenant, id).await
+    }
+
+    async fn retry_job(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+        now: Timestamp,
+    ) -> StoreResult<Option<Job>> {
+        on_pool_write!(self, p => {
+            sqlx::query(
+                "UPDATE jobs SET status = 'queued', attempts = 0, run_at = $3, worker = NULL, \
+                 finished_at = NULL, updated_at = $3 WHERE tenant_id = $1 AND id = $2 \
+                 AND status IN ('failed', 'cancelled')",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .bind(now)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        self.get_job(tenant, id).await
+    }
+
+    async fn count_jobs(&self, tenant: Option<TenantId>) -> StoreResult<Vec<(JobStatus, u64)>> {
+        on_pool!(self, p => {
+            let rows: Vec<(String, i64)> = sqlx::query_as(
+                "SELECT status, COUNT(*) FROM jobs WHERE ($1 IS NULL OR tenant_id = $1) \
+                 GROUP BY status",
+            )
+            .bind(tenant.map(|t| t.as_uuid()))
+            .fetch_all(p)
+            .await
+            .map_err(db_err)?;
+            rows.into_iter()
+                .map(|(s, n)| Ok((parse_enum(&s, JobStatus::parse)?, n.max(0).unsigned_abs())))
+                .collect()
+        })
+    }
+
+    async fn purge_jobs(&self, before: Timestamp) -> StoreResult<u64> {
+        on_pool_write!(self, p => {
+            Ok(sqlx::query("DELETE FROM jobs WHERE finished_at < $1")
+                .bind(before)
+                .execute(p)
+                .await
+                .map_err(db_err)?
+                .rows_affected())
+        })
+    }
+
+    async fn insert_schedule(&self, s: &Schedule) -> StoreResult<()> {
+        let payload = to_json(&s.payload)?;
+        on_pool_write!(self, p => {
+            sqlx::query(&format!(
+                "INSERT INTO schedules ({SCHEDULE_COLS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            ))
+            .bind(s.id.as_uuid())
+            .bind(s.tenant_id.as_uuid())
+            .bind(&s.name)
+            .bind(&s.cron)
+            .bind(&s.timezone)
+            .bind(&s.kind)
+            .bind(&payload)
+            .bind(s.enabled)
+            .bind(s.next_run_at)
+            .bind(s.last_run_at)
+            .bind(s.created_by.map(|u| u.as_uuid()))
+            .bind(s.created_at)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    async fn list_schedules(&self, tenant: TenantId) -> StoreResult<Vec<Schedule>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(&format!(
+                "SELECT {SCHEDULE_COLS} FROM schedules WHERE tenant_id = $1 ORDER BY name \
+                 LIMIT 1000"
+            ))
+            .bind(tenant.as_uuid()), p, schedule_row))
+        })
+    }
+
+    async fn delete_schedule(&self, tenant: TenantId, id: ScheduleId) -> StoreResult<bool> {
+        on_pool_write!(self, p => {
+            Ok(sqlx::query("DELETE FROM schedules WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.as_uuid())
+                .bind(id.as_uuid())
+                .execute(p)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+                == 1)
+        })
+    }
+
+    async fn due_schedules(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Schedule>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(&format!(
+                "SELECT {SCHEDULE_COLS} FROM schedules WHERE enabled AND next_run_at <= $1 \
+                 ORDER BY next_run_at LIMIT $2"
+            ))
+            .bind(now)
+            .bind(i64::from(limit)), p, schedule_row))
+        })
+    }
+
+    async fn fire_schedule(
+        &self,
+        id: ScheduleId,
+        fired: Timestamp,
+        next: Timestamp,
+        new: &NewJob,
+    ) -> StoreResult<bool> {
+        let job = Job::from_new(new);
+        let payload = to_json(&job.payload)?;
+        let sql = job_insert_sql();
+        on_pool_write!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let moved = sqlx::query(
+                "UPDATE schedules SET next_run_at = $3, last_run_at = $2 \
+                 WHERE id = $1 AND next_run_at = $2",
+            )
+            .bind(id.as_uuid())
+            .bind(fired)
+            .bind(next)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+                == 1;
+            if moved {
+                bind_job!(sqlx::query(&sql), job, payload)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(moved)
+        })
+    }
+
+    async fn due_reminders(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Reminder>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(
+                "SELECT id, tenant_id, client_id, conversation_id, text, due_at, status, \
+                 created_at FROM reminders WHERE status = 'scheduled' AND due_at <= $1 \
+                 ORDER BY due_at LIMIT $2"
+            )
+            .bind(now)
+            .bind(i64::from(limit)), p, reminder_row))
+        })
+    }
+
+    async fn deliver_reminder(
+        &self,
+        tenant: TenantId,
+        id: ReminderId,
+        message: Option<&Message>,
+    ) -> StoreResult<bool> {
+        let insert = message_insert_sql();
+        let calls = match message {
+            Some(m) => to_json(&m.tool_calls)?,
+            None => String::new(),
+        };
+        on_pool_write!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let sent = sqlx::query(
+                "UPDATE reminders SET status = 'sent' WHERE tenant_id = $1 AND id = $2 \
+                 AND status = 'scheduled'",
+            )
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+                == 1;
+            if sent && let Some(m) = message {
+                // No row when the conversation was deleted meanwhile: the reminder still
+                // counts as sent (its notification says so).
+                bind_message!(sqlx::query(&insert), m, calls)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(sent)
+        })
+    }
+}

@@ -1,0 +1,411 @@
+//! Storage contract for the job queue, schedules and reminder delivery, on SQLite and (with
+//! `TEST_DATABASE_URL`) PostgreSQL.
+
+use std::collections::HashSet;
+
+use chrono::Duration;
+use coachlibre_core::agent::{Agent, AgentInput};
+use coachlibre_core::conversation::{Channel, Conversation, Message};
+use coachlibre_core::goal::{Reminder, ReminderStatus};
+use coachlibre_core::ids::ScheduleId;
+use coachlibre_core::job::{JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
+use coachlibre_core::model::ChatRole;
+use coachlibre_core::page::PageRequest;
+use coachlibre_core::store::prelude::*;
+use coachlibre_core::user::Role;
+use serde_json::json;
+
+mod common;
+use common::{on_every_backend, tenant, user};
+
+fn lease(secs: i64) -> (coachlibre_core::Timestamp, coachlibre_core::Timestamp) {
+    let now = coachlibre_core::now();
+    (now, now + Duration::seconds(secs))
+}
+
+#[tokio::test]
+async fn enqueue_deduplicates_by_key_and_stays_in_its_tenant() {
+    on_every_backend(|store, backend| async move {
+        let a = tenant("jobs-a");
+        let b = tenant("jobs-b");
+        store.insert_tenant(&a).await.unwrap();
+        store.insert_tenant(&b).await.unwrap();
+        let new = NewJob::new(a.id, "system.probe", json!({"n": 1})).key("once");
+        let (first, created) = store.enqueue(&new).await.unwrap();
+        assert!(created, "{backend}");
+        assert_eq!(first.status, JobStatus::Queued);
+        let (again, created) = store.enqueue(&new).await.unwrap();
+        assert!(!created, "{backend}: same key, same job");
+        assert_eq!(again.id, first.id);
+        // The same key in another tenant is another job.
+        let (other, created) = store
+            .enqueue(&NewJob::new(b.id, "system.probe", json!({})).key("once"))
+            .await
+            .unwrap();
+        assert!(created && other.id != first.id);
+        assert_eq!(
+            store.get_job(a.id, first.id).await.unwrap(),
+            Some(first.clone())
+        );
+        assert_eq!(
+            store.get_job(b.id, first.id).await.unwrap(),
+            None,
+            "{backend}"
+        );
+        let listed = store
+            .list_jobs(a.id, &JobFilter::default(), &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(listed, vec![first.clone()]);
+        assert_eq!(store.cancel_job(b.id, first.id).await.unwrap(), None);
+
+        let batch: Vec<NewJob> = (0..10)
+            .map(|i| NewJob::new(a.id, "system.probe", json!({})).key(format!("b{}", i % 5)))
+            .collect();
+        assert_eq!(store.enqueue_many(&batch).await.unwrap(), 5, "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn claims_are_exclusive_ordered_and_leased() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-claim");
+        store.insert_tenant(&t).await.unwrap();
+        let later = coachlibre_core::now() + Duration::hours(1);
+        let (low, _) = store
+            .enqueue(&NewJob::new(t.id, "k", json!("low")))
+            .await
+            .unwrap();
+        let (high, _) = store
+            .enqueue(&NewJob::new(t.id, "k", json!("high")).priority(10))
+            .await
+            .unwrap();
+        store
+            .enqueue(&NewJob::new(t.id, "k", json!("later")).run_at(later))
+            .await
+            .unwrap();
+        let (now, until) = lease(30);
+        let got = store.claim_jobs("w1", 1, now, until).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, high.id, "{backend}: priority first");
+        assert_eq!(got[0].status, JobStatus::Running);
+        assert_eq!(got[0].attempts, 1);
+        assert_eq!(got[0].worker.as_deref(), Some("w1"));
+        let got = store.claim_jobs("w2", 10, now, until).await.unwrap();
+        assert_eq!(
+            got.iter().map(|j| j.id).collect::<Vec<_>>(),
+            vec![low.id],
+            "{backend}: the future job waits"
+        );
+
+        // Many workers at once: every job is claimed exactly once.
+        let batch: Vec<NewJob> = (0..200)
+            .map(|_| NewJob::new(t.id, "k", json!({})))
+            .collect();
+        store.enqueue_many(&batch).await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let (now, until) = lease(30);
+                    let got = store
+                        .claim_jobs(&format!("c{w}"), 7, now, until)
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|j| j.id));
+                }
+            }));
+        }
+        let mut seen = HashSet::new();
+        let mut total = 0;
+        for t in tasks {
+            for id in t.await.unwrap() {
+                total += 1;
+                seen.insert(id);
+            }
+        }
+        assert_eq!(total, 200, "{backend}");
+        assert_eq!(seen.len(), 200, "{backend}: no job claimed twice");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outcomes_retry_dead_letter_and_respect_the_holder() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-outcome");
+        store.insert_tenant(&t).await.unwrap();
+        for i in 0..3 {
+            store
+                .enqueue(&NewJob::new(t.id, "k", json!(i)).max_attempts(2))
+                .await
+                .unwrap();
+        }
+        let (now, until) = lease(30);
+        let jobs = store.claim_jobs("w", 3, now, until).await.unwrap();
+        assert_eq!(jobs.len(), 3);
+        let (ok, retry, fail) = (jobs[0].id, jobs[1].id, jobs[2].id);
+        store
+            .set_job_progress(
+                "w",
+                ok,
+                &Progress {
+                    done: 1,
+                    total: Some(2),
+                    message: "half".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let soon = now + Duration::milliseconds(10);
+        let outcomes = vec![
+            (ok, Outcome::Succeeded(json!({"answer": 42}))),
+            (
+                retry,
+                Outcome::Retry {
+                    error: "flaky".into(),
+                    at: soon,
+                },
+            ),
+            (fail, Outcome::Failed("bad input".into())),
+        ];
+        assert_eq!(
+            store.finish_jobs("other", &outcomes, now).await.unwrap(),
+            0,
+            "{backend}: another worker cannot finish them"
+        );
+        assert_eq!(store.finish_jobs("w", &outcomes, now).await.unwrap(), 3);
+        let done = store.get_job(t.id, ok).await.unwrap().unwrap();
+        assert_eq!(done.status, JobStatus::Succeeded);
+        assert_eq!(done.result, Some(json!({"answer": 42})));
+        assert_eq!(done.progress.unwrap().message, "half");
+        assert!(done.finished_at.is_some());
+        let failed = store.get_job(t.id, fail).await.unwrap().unwrap();
+        assert_eq!(failed.status, JobStatus::Failed);
+        assert_eq!(failed.last_error.as_deref(), Some("bad input"));
+        let again = store.get_job(t.id, retry).await.unwrap().unwrap();
+        assert_eq!(again.status, JobStatus::Queued, "{backend}");
+        assert_eq!(again.run_at, soon);
+
+        // The second attempt is the last: a retry dead-letters it.
+        let later = soon + Duration::seconds(1);
+        let jobs = store.claim_jobs("w", 5, later, later).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].attempts, 2);
+        let outcome = Outcome::Retry {
+            error: "still flaky".into(),
+            at: later,
+        };
+        store
+            .finish_jobs("w", &[(retry, outcome)], later)
+            .await
+            .unwrap();
+        let dead = store.get_job(t.id, retry).await.unwrap().unwrap();
+        assert_eq!(dead.status, JobStatus::Failed, "{backend}");
+        assert_eq!(dead.last_error.as_deref(), Some("still flaky"));
+
+        // An operator's retry starts it over.
+        let revived = store.retry_job(t.id, retry, later).await.unwrap().unwrap();
+        assert_eq!(revived.status, JobStatus::Queued);
+        assert_eq!(revived.attempts, 0);
+        // A succeeded job is not retried.
+        let same = store.retry_job(t.id, ok, later).await.unwrap().unwrap();
+        assert_eq!(same.status, JobStatus::Succeeded);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn heartbeats_cancellation_and_expired_leases() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-lease");
+        store.insert_tenant(&t).await.unwrap();
+        let (a, _) = store
+            .enqueue(&NewJob::new(t.id, "k", json!("a")).max_attempts(2))
+            .await
+            .unwrap();
+        let (b, _) = store
+            .enqueue(&NewJob::new(t.id, "k", json!("b")).max_attempts(1))
+            .await
+            .unwrap();
+        let (c, _) = store
+            .enqueue(&NewJob::new(t.id, "k", json!("c")))
+            .await
+            .unwrap();
+        let (now, until) = lease(30);
+        assert_eq!(store.claim_jobs("w", 3, now, until).await.unwrap().len(), 3);
+        let cancelled = store.cancel_job(t.id, c.id).await.unwrap().unwrap();
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        let held: HashSet<_> = store
+            .heartbeat("w", now + Duration::seconds(60))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(held, HashSet::from([a.id, b.id]), "{backend}");
+        assert_eq!(
+            store
+                .finish_jobs("w", &[(c.id, Outcome::Succeeded(json!(null)))], now)
+                .await
+                .unwrap(),
+            0,
+            "{backend}: a cancelled job stays cancelled"
+        );
+
+        // The worker dies: nothing happens before its lease ends, then the jobs come back
+        // (or die, when that was their last attempt).
+        assert_eq!(store.reap_expired(now).await.unwrap(), 0);
+        let after = now + Duration::seconds(61);
+        assert_eq!(store.reap_expired(after).await.unwrap(), 2, "{backend}");
+        let a = store.get_job(t.id, a.id).await.unwrap().unwrap();
+        assert_eq!(a.status, JobStatus::Queued);
+        assert_eq!(a.attempts, 1);
+        assert!(a.last_error.unwrap().contains("lease expired"));
+        let b = store.get_job(t.id, b.id).await.unwrap().unwrap();
+        assert_eq!(b.status, JobStatus::Failed, "{backend}: no attempt left");
+        let retaken = store.claim_jobs("w2", 5, after, after).await.unwrap();
+        assert_eq!(retaken.len(), 1);
+        assert_eq!(retaken[0].attempts, 2);
+
+        let counts: std::collections::HashMap<_, _> = store
+            .count_jobs(Some(t.id))
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(counts.get(&JobStatus::Running), Some(&1));
+        assert_eq!(counts.get(&JobStatus::Failed), Some(&1));
+        assert_eq!(counts.get(&JobStatus::Cancelled), Some(&1));
+        assert_eq!(
+            store.purge_jobs(now + Duration::days(1)).await.unwrap(),
+            2,
+            "{backend}: the finished ones"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn schedules_fire_once_per_instant() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-cron");
+        store.insert_tenant(&t).await.unwrap();
+        let now = coachlibre_core::now();
+        let fire = now - Duration::seconds(5);
+        let s = Schedule {
+            id: ScheduleId::generate(),
+            tenant_id: t.id,
+            name: "weekly-digest".into(),
+            cron: "0 9 * * 1".into(),
+            timezone: "Europe/Paris".into(),
+            kind: "system.probe".into(),
+            payload: json!({}),
+            enabled: true,
+            next_run_at: fire,
+            last_run_at: None,
+            created_by: None,
+            created_at: now,
+        };
+        store.insert_schedule(&s).await.unwrap();
+        let mut dup = s.clone();
+        dup.id = ScheduleId::generate();
+        assert!(
+            store.insert_schedule(&dup).await.is_err(),
+            "{backend}: name taken"
+        );
+        let due = store.due_schedules(now, 10).await.unwrap();
+        assert_eq!(due, vec![s.clone()], "{backend}");
+        let next = now + Duration::days(7);
+        let job = NewJob::new(t.id, "system.probe", json!({})).key(format!("schedule:{}", s.id));
+        assert!(store.fire_schedule(s.id, fire, next, &job).await.unwrap());
+        assert!(
+            !store.fire_schedule(s.id, fire, next, &job).await.unwrap(),
+            "{backend}: a second scheduler loses the race"
+        );
+        assert!(store.due_schedules(now, 10).await.unwrap().is_empty());
+        let listed = store.list_schedules(t.id).await.unwrap();
+        assert_eq!(listed[0].next_run_at, next);
+        assert_eq!(listed[0].last_run_at, Some(fire));
+        let jobs = store
+            .list_jobs(t.id, &JobFilter::default(), &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert!(store.delete_schedule(t.id, s.id).await.unwrap());
+        assert!(!store.delete_schedule(t.id, s.id).await.unwrap());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reminders_are_delivered_once_into_their_conversation() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-remind");
+        store.insert_tenant(&t).await.unwrap();
+        let client = user(t.id, "client@r.test", Role::Client);
+        store.insert_user(&client).await.unwrap();
+        let agent = Agent::create(
+            t.id,
+            None,
+            AgentInput {
+                name: Some("Coach".into()),
+                ..Default::default()
+            },
+            &[],
+        )
+        .unwrap();
+        store.insert_agent(&agent).await.unwrap();
+        let conv = Conversation::new(t.id, client.id, agent.id, Channel::Web, None).unwrap();
+        store.insert_conversation(&conv).await.unwrap();
+        let now = coachlibre_core::now();
+        let mut due = Reminder::new(
+            t.id,
+            client.id,
+            Some(conv.id),
+            "Stretch",
+            now + Duration::hours(1),
+        )
+        .unwrap();
+        due.due_at = now - Duration::seconds(1);
+        store.insert_reminder(&due).await.unwrap();
+        let future =
+            Reminder::new(t.id, client.id, None, "Later", now + Duration::hours(1)).unwrap();
+        store.insert_reminder(&future).await.unwrap();
+        let found = store.due_reminders(now, 10).await.unwrap();
+        assert_eq!(found, vec![due.clone()], "{backend}");
+
+        let m = Message::new(t.id, conv.id, ChatRole::Assistant, "Reminder: Stretch");
+        assert!(
+            store
+                .deliver_reminder(t.id, due.id, Some(&m))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .deliver_reminder(t.id, due.id, Some(&m))
+                .await
+                .unwrap(),
+            "{backend}: delivered once"
+        );
+        let messages = store
+            .list_messages(t.id, conv.id, &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].content, "Reminder: Stretch");
+        assert!(store.due_reminders(now, 10).await.unwrap().is_empty());
+        let listed = store
+            .list_reminders(t.id, client.id, &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(listed[0].status, ReminderStatus::Sent);
+    })
+    .await;
+}
