@@ -18,7 +18,9 @@ const MAX_KIND: usize = 100;
 const MAX_KEY: usize = 200;
 
 /// Where a job stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Waiting for its run-at time and a free worker.

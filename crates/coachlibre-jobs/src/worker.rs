@@ -1,0 +1,377 @@
+//! The worker: claim, run, heartbeat, record.
+//!
+//! One loop per worker owns the bookkeeping: it records the outcomes that finished since its
+//! last turn (one transaction for all of them), claims as many due jobs as it has free slots
+//! (one statement), and spawns a task per job. A separate heartbeat task extends the lease of
+//! every job the worker holds with one statement, and aborts the local task of any job that
+//! came back missing (cancelled, or taken over after a stall). So a no-op job costs two shared
+//! commits, not four of its own.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coachlibre_core::ids::{JobId, TenantId};
+use coachlibre_core::job::{Job, JobStatus, Outcome, backoff};
+use rand::Rng;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::AbortHandle;
+
+use crate::{JobContext, JobError, JobEvent, JobEventKind, Jobs};
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once by this worker.
+    pub concurrency: usize,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often to look for due jobs when nothing wakes the worker (jobs enqueued by
+    /// another process, or coming due).
+    pub poll: Duration,
+    /// Backoff before the second attempt; doubles each time up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// On shutdown, how long running jobs may take to finish before they are abandoned
+    /// (and retried by the next worker).
+    pub grace: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3600),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A name unique to this process, recorded on the jobs it holds.
+pub fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let tag = uuid_tag();
+    format!("{host}:{}:{tag}", std::process::id())
+}
+
+fn uuid_tag() -> String {
+    let n: u32 = rand::thread_rng().r#gen();
+    format!("{n:08x}")
+}
+
+/// Runs jobs until stopped.
+#[derive(Debug)]
+pub struct Worker {
+    jobs: Jobs,
+    config: WorkerConfig,
+    name: Arc<str>,
+}
+
+/// An attempt that ended, as the loop records it.
+#[derive(Debug)]
+struct Finished {
+    job: JobId,
+    tenant: TenantId,
+    outcome: Outcome,
+}
+
+/// Aborts a task when dropped: cancelling an attempt (by aborting its task) stops the
+/// handler's own task too.
+struct AbortOnDrop(AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Worker {
+    pub fn new(jobs: Jobs, config: WorkerConfig) -> Self {
+        Self {
+            jobs,
+            config,
+            name: worker_name().into(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Run until `shutdown` resolves; then stop claiming, give running jobs the grace period,
+    /// and record what finished.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let running: Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>> = Arc::default();
+        let heartbeat = tokio::spawn(heartbeats(
+            self.jobs.clone(),
+            self.name.clone(),
+            self.config.lease,
+            running.clone(),
+        ));
+        tokio::pin!(shutdown);
+        let mut finished: Vec<Finished> = Vec::new();
+        tracing::info!(worker = %self.name, concurrency = self.config.concurrency, "job worker started");
+        loop {
+            while let Ok(f) = done_rx.try_recv() {
+                finished.push(f);
+            }
+            self.record(&mut finished, &running).await;
+            let free = self
+                .config
+                .concurrency
+                .saturating_sub(running.lock().await.len());
+            let mut claimed = 0;
+            if free > 0 {
+                claimed = self.claim_and_spawn(free, &done_tx, &running).await;
+            }
+            if claimed == free && free > 0 {
+                // Saturated: there may be more; go round again once something finishes.
+                tokio::select! {
+                    f = done_rx.recv() => finished.extend(f),
+                    () = &mut shutdown => break,
+                }
+                continue;
+            }
+            // Something finishing frees a slot and must be recorded without delay; a local
+            // enqueue wakes us; otherwise poll.
+            let notified = self.jobs.wake().notified();
+            tokio::select! {
+                f = done_rx.recv() => finished.extend(f),
+                () = notified => {}
+                () = tokio::time::sleep(self.config.poll) => {}
+                () = &mut shutdown => break,
+            }
+        }
+        self.drain(done_rx, finished, &running).await;
+        heartbeat.abort();
+        tracing::info!(worker = %self.name, "job worker stopped");
+    }
+
+    async fn claim_and_spawn(
+        &self,
+        free: usize,
+        done_tx: &mpsc::UnboundedSender<Finished>,
+        running: &Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>>,
+    ) -> usize {
+        let now = coachlibre_core::now();
+        let until = now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
+        let limit = u32::try_from(free).unwrap_or(u32::MAX);
+        let claimed = match self
+            .jobs
+            .store()
+            .claim_jobs(&self.name, limit, now, until)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming jobs failed");
+                return 0;
+            }
+        };
+        let n = claimed.len();
+        let mut map = running.lock().await;
+        for job in claimed {
+            let (id, tenant) = (job.id, job.tenant_id);
+            let task = tokio::spawn(attempt(
+                self.jobs.clone(),
+                self.name.clone(),
+                self.config.clone(),
+                job,
+                done_tx.clone(),
+            ));
+            map.insert(id, (tenant, task.abort_handle()));
+        }
+        n
+    }
+
+    /// Write the outcomes gathered so far, in one transaction.
+    async fn record(
+        &self,
+        finished: &mut Vec<Finished>,
+        running: &Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>>,
+    ) {
+        if finished.is_empty() {
+            return;
+        }
+        {
+            let mut map = running.lock().await;
+            for f in finished.iter() {
+                map.remove(&f.job);
+            }
+        }
+        let now = coachlibre_core::now();
+        let outcomes: Vec<(JobId, Outcome)> = finished
+            .iter()
+            .map(|f| (f.job, f.outcome.clone()))
+            .collect();
+        match self
+            .jobs
+            .store()
+            .finish_jobs(&self.name, &outcomes, now)
+            .await
+        {
+            Ok(_) => {
+                for f in finished.drain(..) {
+                    let status = match f.outcome {
+                        Outcome::Succeeded(_) => JobStatus::Succeeded,
+                        Outcome::Retry { .. } => JobStatus::Queued,
+                        Outcome::Failed(_) => JobStatus::Failed,
+                    };
+                    let _ = self.jobs.events().send(JobEvent {
+                        job_id: f.job,
+                        tenant_id: f.tenant,
+                        kind: JobEventKind::Finished { status },
+                    });
+                }
+            }
+            Err(e) => {
+                // Kept and written on the next turn; if this process dies meanwhile, the
+                // leases expire and the jobs run again (at least once).
+                tracing::warn!(error = %e, jobs = finished.len(), "recording job outcomes failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+
+    async fn drain(
+        &self,
+        mut done_rx: mpsc::UnboundedReceiver<Finished>,
+        mut finished: Vec<Finished>,
+        running: &Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.config.grace;
+        while !running.lock().await.is_empty() {
+            tokio::select! {
+                f = done_rx.recv() => match f {
+                    Some(f) => {
+                        running.lock().await.remove(&f.job);
+                        finished.push(f);
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        // Abandoned jobs go back to the queue now rather than when their lease expires.
+        let now = coachlibre_core::now();
+        let abandoned: Vec<(JobId, (TenantId, AbortHandle))> =
+            running.lock().await.drain().collect();
+        for (id, (tenant, task)) in abandoned {
+            task.abort();
+            finished.push(Finished {
+                job: id,
+                tenant,
+                outcome: Outcome::Retry {
+                    error: "the worker stopped before the job finished".into(),
+                    at: now,
+                },
+            });
+        }
+        self.record(&mut finished, running).await;
+    }
+}
+
+/// Run one attempt and report its outcome.
+async fn attempt(
+    jobs: Jobs,
+    worker: Arc<str>,
+    config: WorkerConfig,
+    job: Job,
+    done: mpsc::UnboundedSender<Finished>,
+) {
+    let (id, tenant, attempts) = (job.id, job.tenant_id, job.attempts);
+    let outcome = match jobs.registry().get(&job.kind).cloned() {
+        None => Outcome::Failed(format!(
+            "no handler for job kind '{}' on this worker",
+            job.kind
+        )),
+        Some(handler) => {
+            let ctx = JobContext {
+                store: jobs.store().clone(),
+                worker,
+                job: job.id,
+                tenant: job.tenant_id,
+                events: jobs.events().clone(),
+            };
+            let timeout = handler.timeout();
+            // A panicking handler must not take the worker down: run it in its own task.
+            let run = tokio::spawn(async move { handler.run(&ctx, &job).await });
+            let _stop = AbortOnDrop(run.abort_handle());
+            let result = tokio::time::timeout(timeout, run).await;
+            let retry_at = || {
+                let unit: f64 = rand::thread_rng().r#gen();
+                let wait = backoff(attempts, config.retry_base, config.retry_max, unit);
+                coachlibre_core::now() + chrono::Duration::from_std(wait).unwrap_or_default()
+            };
+            match result {
+                Ok(Ok(Ok(value))) => Outcome::Succeeded(value),
+                Ok(Ok(Err(JobError::Permanent(e)))) => Outcome::Failed(e),
+                Ok(Ok(Err(JobError::Retry(e)))) => Outcome::Retry {
+                    error: e,
+                    at: retry_at(),
+                },
+                Ok(Err(join)) => Outcome::Retry {
+                    error: if join.is_panic() {
+                        "the handler panicked".into()
+                    } else {
+                        "the handler was stopped".into()
+                    },
+                    at: retry_at(),
+                },
+                Err(_) => Outcome::Retry {
+                    error: format!("timed out after {} s", timeout.as_secs()),
+                    at: retry_at(),
+                },
+            }
+        }
+    };
+    let _ = done.send(Finished {
+        job: id,
+        tenant,
+        outcome,
+    });
+}
+
+/// Extend the leases of the jobs this worker holds; abort those it no longer holds.
+async fn heartbeats(
+    jobs: Jobs,
+    name: Arc<str>,
+    lease: Duration,
+    running: Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>>,
+) {
+    let mut tick = tokio::time::interval(lease / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if running.lock().await.is_empty() {
+            continue;
+        }
+        let until = coachlibre_core::now() + chrono::Duration::from_std(lease).unwrap_or_default();
+        match jobs.store().heartbeat(&name, until).await {
+            Ok(held) => {
+                let held: std::collections::HashSet<JobId> = held.into_iter().collect();
+                let mut map = running.lock().await;
+                let lost: Vec<JobId> = map
+                    .keys()
+                    .filter(|id| !held.contains(id))
+                    .copied()
+                    .collect();
+                for id in lost {
+                    if let Some((_, task)) = map.remove(&id) {
+                        tracing::info!(job = %id, "job cancelled or taken over: stopping it");
+                        task.abort();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "job heartbeat failed"),
+        }
+    }
+}
