@@ -127,20 +127,12 @@ impl Worker {
                 .config
                 .concurrency
                 .saturating_sub(running.lock().await.len());
-            let mut claimed = 0;
             if free > 0 {
-                claimed = self.claim_and_spawn(free, &done_tx, &running).await;
-            }
-            if claimed == free && free > 0 {
-                // Saturated: there may be more; go round again once something finishes.
-                tokio::select! {
-                    f = done_rx.recv() => finished.extend(f),
-                    () = &mut shutdown => break,
-                }
-                continue;
+                self.claim_and_spawn(free, &done_tx, &running).await;
             }
             // Something finishing frees a slot and must be recorded without delay; a local
-            // enqueue wakes us; otherwise poll.
+            // enqueue wakes us; otherwise poll (which also notices slots that the heartbeat
+            // freed by stopping a cancelled job).
             let notified = self.jobs.wake().notified();
             tokio::select! {
                 f = done_rx.recv() => finished.extend(f),
@@ -159,7 +151,7 @@ impl Worker {
         free: usize,
         done_tx: &mpsc::UnboundedSender<Finished>,
         running: &Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>>,
-    ) -> usize {
+    ) {
         let now = coachlibre_core::now();
         let until = now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         let limit = u32::try_from(free).unwrap_or(u32::MAX);
@@ -172,10 +164,9 @@ impl Worker {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming jobs failed");
-                return 0;
+                return;
             }
         };
-        let n = claimed.len();
         let mut map = running.lock().await;
         for job in claimed {
             let (id, tenant) = (job.id, job.tenant_id);
@@ -188,7 +179,6 @@ impl Worker {
             ));
             map.insert(id, (tenant, task.abort_handle()));
         }
-        n
     }
 
     /// Write the outcomes gathered so far, in one transaction.
