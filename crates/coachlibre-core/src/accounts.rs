@@ -85,24 +85,43 @@ pub enum By<'a> {
 }
 
 impl By<'_> {
-    fn tenant(&self) -> TenantId {
+    /// The tenant acted in.
+    pub fn tenant(&self) -> TenantId {
         match self {
             Self::Actor(a) => a.tenant_id,
             Self::Operator(t) => *t,
         }
     }
 
-    fn actor_id(&self) -> Option<UserId> {
+    /// The signed-in user, if any.
+    pub fn actor_id(&self) -> Option<UserId> {
         match self {
             Self::Actor(a) => Some(a.user_id),
             Self::Operator(_) => None,
         }
     }
 
-    fn require_admin(&self) -> Result<()> {
+    /// Admins and the operator.
+    pub fn require_admin(&self) -> Result<()> {
         match self {
             Self::Actor(a) => a.require_admin(),
             Self::Operator(_) => Ok(()),
+        }
+    }
+
+    /// A change: an API key needs the `write` scope (the operator may).
+    pub fn require_write(&self) -> Result<()> {
+        match self {
+            Self::Actor(a) => a.require_scope(crate::actor::Scope::Write),
+            Self::Operator(_) => Ok(()),
+        }
+    }
+
+    /// Sees everything in the tenant: an admin or the operator.
+    pub fn sees_all(&self) -> bool {
+        match self {
+            Self::Actor(a) => a.role == crate::user::Role::Admin,
+            Self::Operator(_) => true,
         }
     }
 }

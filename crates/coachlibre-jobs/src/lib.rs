@@ -21,12 +21,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use coachlibre_core::actor::{Actor, Scope};
+use coachlibre_core::accounts::By;
 use coachlibre_core::ids::{JobId, ScheduleId, TenantId};
 use coachlibre_core::job::{Job, JobFilter, JobStatus, NewJob, Progress, Schedule};
 use coachlibre_core::page::{Page, PageRequest};
 use coachlibre_core::store::Store;
-use coachlibre_core::user::Role;
 use coachlibre_core::{Error, Result};
 use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
@@ -247,13 +246,13 @@ impl Jobs {
         Ok(n)
     }
 
-    /// Enqueue through the API: admins only (jobs run with the system's rights).
-    pub async fn submit(&self, actor: &Actor, job: NewJob) -> Result<(Job, bool)> {
-        actor.require_admin()?;
-        actor.require_scope(Scope::Write)?;
+    /// Enqueue through the API or the CLI: admins only (jobs run with the system's rights).
+    pub async fn submit(&self, by: By<'_>, job: NewJob) -> Result<(Job, bool)> {
+        by.require_admin()?;
+        by.require_write()?;
         let job = NewJob {
-            tenant_id: actor.tenant_id,
-            created_by: Some(actor.user_id),
+            tenant_id: by.tenant(),
+            created_by: by.actor_id(),
             ..job
         };
         self.enqueue(job).await
@@ -262,24 +261,24 @@ impl Jobs {
     /// Admins see the tenant's jobs; others the jobs they started.
     pub async fn list(
         &self,
-        actor: &Actor,
+        by: By<'_>,
         mut filter: JobFilter,
         page: &PageRequest,
     ) -> Result<Page<Job>> {
-        if actor.role != Role::Admin {
-            filter.created_by = Some(actor.user_id);
+        if !by.sees_all() {
+            filter.created_by = by.actor_id();
         }
-        let rows = self.store.list_jobs(actor.tenant_id, &filter, page).await?;
+        let rows = self.store.list_jobs(by.tenant(), &filter, page).await?;
         Ok(Page::from_rows(rows, page, |j| j.id.as_uuid()))
     }
 
-    pub async fn get(&self, actor: &Actor, id: JobId) -> Result<Job> {
+    pub async fn get(&self, by: By<'_>, id: JobId) -> Result<Job> {
         let job = self
             .store
-            .get_job(actor.tenant_id, id)
+            .get_job(by.tenant(), id)
             .await?
             .ok_or_else(|| Error::not_found("job"))?;
-        if actor.role == Role::Admin || job.created_by == Some(actor.user_id) {
+        if by.sees_all() || job.created_by.is_some_and(|u| by.actor_id() == Some(u)) {
             Ok(job)
         } else {
             Err(Error::not_found("job"))
@@ -287,9 +286,9 @@ impl Jobs {
     }
 
     /// Cancel a queued or running job (a running one stops at its worker's next heartbeat).
-    pub async fn cancel(&self, actor: &Actor, id: JobId) -> Result<Job> {
-        actor.require_scope(Scope::Write)?;
-        let job = self.get(actor, id).await?;
+    pub async fn cancel(&self, by: By<'_>, id: JobId) -> Result<Job> {
+        by.require_write()?;
+        let job = self.get(by, id).await?;
         if job.status.is_final() {
             return Err(Error::Conflict(format!(
                 "the job already ended ({}); nothing to cancel",
@@ -297,15 +296,15 @@ impl Jobs {
             )));
         }
         self.store
-            .cancel_job(actor.tenant_id, id)
+            .cancel_job(by.tenant(), id)
             .await?
             .ok_or_else(|| Error::not_found("job"))
     }
 
     /// Queue a failed or cancelled job again, with fresh attempts.
-    pub async fn retry(&self, actor: &Actor, id: JobId) -> Result<Job> {
-        actor.require_scope(Scope::Write)?;
-        let job = self.get(actor, id).await?;
+    pub async fn retry(&self, by: By<'_>, id: JobId) -> Result<Job> {
+        by.require_write()?;
+        let job = self.get(by, id).await?;
         if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
             return Err(Error::Conflict(format!(
                 "only failed or cancelled jobs can be retried; this one is {}",
@@ -314,7 +313,7 @@ impl Jobs {
         }
         let job = self
             .store
-            .retry_job(actor.tenant_id, id, coachlibre_core::now())
+            .retry_job(by.tenant(), id, coachlibre_core::now())
             .await?
             .ok_or_else(|| Error::not_found("job"))?;
         self.wake.notify_waiters();
@@ -322,19 +321,19 @@ impl Jobs {
     }
 
     /// How many of the tenant's jobs are in each status (admins).
-    pub async fn counts(&self, actor: &Actor) -> Result<BTreeMap<JobStatus, u64>> {
-        actor.require_admin()?;
-        counts(self.store.as_ref(), Some(actor.tenant_id)).await
+    pub async fn counts(&self, by: By<'_>) -> Result<BTreeMap<JobStatus, u64>> {
+        by.require_admin()?;
+        counts(self.store.as_ref(), Some(by.tenant())).await
     }
 
-    pub async fn create_schedule(&self, actor: &Actor, input: ScheduleInput) -> Result<Schedule> {
-        actor.require_admin()?;
-        actor.require_scope(Scope::Write)?;
+    pub async fn create_schedule(&self, by: By<'_>, input: ScheduleInput) -> Result<Schedule> {
+        by.require_admin()?;
+        by.require_write()?;
         let name = input.name.trim();
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Error::invalid("name", "must be 1 to 100 characters"));
         }
-        let probe = NewJob::new(actor.tenant_id, &input.kind, input.payload.clone());
+        let probe = NewJob::new(by.tenant(), &input.kind, input.payload.clone());
         probe.validate()?;
         if self.registry.get(&input.kind).is_none() {
             return Err(Error::invalid(
@@ -348,7 +347,7 @@ impl Jobs {
             .map_err(|e| Error::invalid("cron", e.to_string()))?;
         let s = Schedule {
             id: ScheduleId::generate(),
-            tenant_id: actor.tenant_id,
+            tenant_id: by.tenant(),
             name: name.to_owned(),
             cron: input.cron.trim().to_owned(),
             timezone,
@@ -357,7 +356,7 @@ impl Jobs {
             enabled: true,
             next_run_at: next,
             last_run_at: None,
-            created_by: Some(actor.user_id),
+            created_by: by.actor_id(),
             created_at: now,
         };
         self.store.insert_schedule(&s).await.map_err(|e| match e {
@@ -369,15 +368,15 @@ impl Jobs {
         Ok(s)
     }
 
-    pub async fn schedules(&self, actor: &Actor) -> Result<Vec<Schedule>> {
-        actor.require_admin()?;
-        Ok(self.store.list_schedules(actor.tenant_id).await?)
+    pub async fn schedules(&self, by: By<'_>) -> Result<Vec<Schedule>> {
+        by.require_admin()?;
+        Ok(self.store.list_schedules(by.tenant()).await?)
     }
 
-    pub async fn delete_schedule(&self, actor: &Actor, id: ScheduleId) -> Result<()> {
-        actor.require_admin()?;
-        actor.require_scope(Scope::Write)?;
-        if self.store.delete_schedule(actor.tenant_id, id).await? {
+    pub async fn delete_schedule(&self, by: By<'_>, id: ScheduleId) -> Result<()> {
+        by.require_admin()?;
+        by.require_write()?;
+        if self.store.delete_schedule(by.tenant(), id).await? {
             Ok(())
         } else {
             Err(Error::not_found("schedule"))

@@ -9,6 +9,7 @@ use chrono::{Datelike, Timelike};
 use std::time::Duration;
 
 use coachlibre_core::Error;
+use coachlibre_core::accounts::By;
 use coachlibre_core::actor::Actor;
 use coachlibre_core::agent::{Agent, AgentInput};
 use coachlibre_core::conversation::{Channel, Conversation};
@@ -185,7 +186,7 @@ async fn every_job_runs_once_and_failures_end_in_the_dead_letter() {
         assert!(done.iter().all(|j| j.attempts == 1 && j.result.is_some()));
 
         // The operator retries the dead one: it runs again (and fails again).
-        let again = w.jobs.retry(&w.admin, flaky).await.unwrap();
+        let again = w.jobs.retry(By::Actor(&w.admin), flaky).await.unwrap();
         assert_eq!(again.status, JobStatus::Queued);
         let dead = wait_for(&w, flaky, JobStatus::Failed).await;
         assert_eq!(dead.attempts, 3);
@@ -228,7 +229,7 @@ async fn cancelling_stops_a_running_handler_and_progress_streams() {
         let slow = w
             .jobs
             .submit(
-                &w.admin,
+                By::Actor(&w.admin),
                 probe(&w, json!({"sleep_ms": 60_000, "steps": 600})),
             )
             .await
@@ -250,7 +251,7 @@ async fn cancelling_stops_a_running_handler_and_progress_streams() {
         assert_eq!(first.0, slow);
         assert_eq!(first.1.total, Some(600));
 
-        let cancelled = w.jobs.cancel(&w.admin, slow).await.unwrap();
+        let cancelled = w.jobs.cancel(By::Actor(&w.admin), slow).await.unwrap();
         assert_eq!(cancelled.status, JobStatus::Cancelled, "{}", w.backend);
         // The worker (one slot) is freed at its next heartbeat and runs the next job.
         let next = w.jobs.enqueue(probe(&w, json!({}))).await.unwrap().0.id;
@@ -263,7 +264,11 @@ async fn cancelling_stops_a_running_handler_and_progress_streams() {
             "{}: stays cancelled",
             w.backend
         );
-        let err = w.jobs.cancel(&w.admin, slow.id).await.unwrap_err();
+        let err = w
+            .jobs
+            .cancel(By::Actor(&w.admin), slow.id)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Conflict(_)), "{err}");
         let _ = stop.send(());
         task.await.unwrap();
@@ -379,7 +384,7 @@ async fn schedules_fire_once_per_instant_and_are_for_admins() {
         };
         let err = w
             .jobs
-            .create_schedule(&w.coach, input.clone())
+            .create_schedule(By::Actor(&w.coach), input.clone())
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Forbidden(_)), "{err}");
@@ -387,20 +392,33 @@ async fn schedules_fire_once_per_instant_and_are_for_admins() {
             cron: "0 25 * * *".into(),
             ..input.clone()
         };
-        let err = w.jobs.create_schedule(&w.admin, bad).await.unwrap_err();
+        let err = w
+            .jobs
+            .create_schedule(By::Actor(&w.admin), bad)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::Invalid { field: "cron", .. }), "{err}");
         let bad = ScheduleInput {
             timezone: Some("Europe/Atlantis".into()),
             ..input.clone()
         };
-        assert!(w.jobs.create_schedule(&w.admin, bad).await.is_err());
+        assert!(
+            w.jobs
+                .create_schedule(By::Actor(&w.admin), bad)
+                .await
+                .is_err()
+        );
         let s = w
             .jobs
-            .create_schedule(&w.admin, input.clone())
+            .create_schedule(By::Actor(&w.admin), input.clone())
             .await
             .unwrap();
         assert!(s.next_run_at > coachlibre_core::now());
-        let again = w.jobs.create_schedule(&w.admin, input).await.unwrap_err();
+        let again = w
+            .jobs
+            .create_schedule(By::Actor(&w.admin), input)
+            .await
+            .unwrap_err();
         assert!(matches!(again, Error::Conflict(_)), "{again}");
 
         let scheduler = Scheduler::new(w.jobs.clone(), SchedulerConfig::default());
@@ -412,7 +430,7 @@ async fn schedules_fire_once_per_instant_and_are_for_admins() {
             .await
             .unwrap();
         assert_eq!(jobs.len(), 1, "{}: fired once", w.backend);
-        let listed = w.jobs.schedules(&w.admin).await.unwrap();
+        let listed = w.jobs.schedules(By::Actor(&w.admin)).await.unwrap();
         assert_eq!(listed[0].last_run_at, Some(s.next_run_at));
         // The next Monday, 09:00 in Paris (whatever the offset that day).
         let next = listed[0]
@@ -426,8 +444,17 @@ async fn schedules_fire_once_per_instant_and_are_for_admins() {
         );
         let gap = listed[0].next_run_at - s.next_run_at;
         assert!((gap - chrono::Duration::days(7)).num_hours().abs() <= 1);
-        w.jobs.delete_schedule(&w.admin, s.id).await.unwrap();
-        assert!(w.jobs.schedules(&w.admin).await.unwrap().is_empty());
+        w.jobs
+            .delete_schedule(By::Actor(&w.admin), s.id)
+            .await
+            .unwrap();
+        assert!(
+            w.jobs
+                .schedules(By::Actor(&w.admin))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -436,31 +463,43 @@ async fn people_see_their_own_jobs_and_admins_all() {
     for w in worlds().await {
         let err = w
             .jobs
-            .submit(&w.coach, probe(&w, json!({})))
+            .submit(By::Actor(&w.coach), probe(&w, json!({})))
             .await
             .unwrap_err();
         assert!(matches!(err, Error::Forbidden(_)), "{err}");
-        let (mine, _) = w.jobs.submit(&w.admin, probe(&w, json!({}))).await.unwrap();
+        let (mine, _) = w
+            .jobs
+            .submit(By::Actor(&w.admin), probe(&w, json!({})))
+            .await
+            .unwrap();
         assert_eq!(mine.created_by, Some(w.admin.user_id));
         let (system, _) = w.jobs.enqueue(probe(&w, json!({}))).await.unwrap();
         let page = PageRequest::default();
         let all = w
             .jobs
-            .list(&w.admin, JobFilter::default(), &page)
+            .list(By::Actor(&w.admin), JobFilter::default(), &page)
             .await
             .unwrap();
         assert_eq!(all.items.len(), 2);
         let theirs = w
             .jobs
-            .list(&w.client, JobFilter::default(), &page)
+            .list(By::Actor(&w.client), JobFilter::default(), &page)
             .await
             .unwrap();
         assert!(theirs.items.is_empty(), "{}", w.backend);
-        let err = w.jobs.get(&w.client, system.id).await.unwrap_err();
+        let err = w
+            .jobs
+            .get(By::Actor(&w.client), system.id)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err}");
-        let err = w.jobs.cancel(&w.coach, mine.id).await.unwrap_err();
+        let err = w
+            .jobs
+            .cancel(By::Actor(&w.coach), mine.id)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err}");
-        let counts = w.jobs.counts(&w.admin).await.unwrap();
+        let counts = w.jobs.counts(By::Actor(&w.admin)).await.unwrap();
         assert_eq!(counts[&JobStatus::Queued], 2);
     }
 }
