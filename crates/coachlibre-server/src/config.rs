@@ -83,6 +83,63 @@ pub struct Config {
     pub auth: AuthConfig,
     pub agents: AgentsConfig,
     pub knowledge: KnowledgeConfig,
+    pub jobs: JobsConfig,
+}
+
+/// Background job settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Run job workers and the scheduler inside `serve` (off: only `coachlibre worker`
+    /// nodes run jobs).
+    pub run_in_serve: bool,
+    /// Jobs one worker process runs at once.
+    pub concurrency: usize,
+    /// Seconds a worker's claim on a job holds without a heartbeat; after a crash, its jobs
+    /// are taken over this long after the last heartbeat.
+    pub lease_secs: u64,
+    /// How often idle workers look for due jobs, in milliseconds.
+    pub poll_ms: u64,
+    /// Backoff before a failed job's second attempt, doubling up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// Days finished jobs are kept.
+    pub keep_finished_days: u64,
+}
+
+impl Default for JobsConfig {
+    fn default() -> Self {
+        Self {
+            run_in_serve: true,
+            concurrency: 16,
+            lease_secs: 30,
+            poll_ms: 500,
+            retry_base_secs: 5,
+            retry_max_secs: 3_600,
+            keep_finished_days: 7,
+        }
+    }
+}
+
+impl JobsConfig {
+    pub fn worker(&self) -> coachlibre_jobs::worker::WorkerConfig {
+        use std::time::Duration;
+        coachlibre_jobs::worker::WorkerConfig {
+            concurrency: self.concurrency.max(1),
+            lease: Duration::from_secs(self.lease_secs.max(1)),
+            poll: Duration::from_millis(self.poll_ms.max(10)),
+            retry_base: Duration::from_secs(self.retry_base_secs),
+            retry_max: Duration::from_secs(self.retry_max_secs.max(self.retry_base_secs)),
+            grace: Duration::from_secs(10),
+        }
+    }
+
+    pub fn scheduler(&self) -> coachlibre_jobs::scheduler::SchedulerConfig {
+        coachlibre_jobs::scheduler::SchedulerConfig {
+            tick: std::time::Duration::from_secs(1),
+            keep_finished: std::time::Duration::from_secs(self.keep_finished_days * 86_400),
+        }
+    }
 }
 
 /// Knowledge base settings.
@@ -186,6 +243,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             agents: AgentsConfig::default(),
             knowledge: KnowledgeConfig::default(),
+            jobs: JobsConfig::default(),
         }
     }
 }

@@ -70,6 +70,8 @@ use crate::state::{AppState, Limits};
         (name = "memory", description = "What agents know about a client: profile, memories, goals"),
         (name = "approvals", description = "Sensitive tool calls and notifications"),
         (name = "openai", description = "OpenAI-compatible facade over agents"),
+        (name = "knowledge", description = "Coaches' collections, documents and search"),
+        (name = "jobs", description = "Background jobs and cron schedules"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -90,8 +92,8 @@ impl Modify for BearerAuth {
 /// Every route and the OpenAPI document describing them.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
-        agents, api_keys, approvals, audit, auth, clients, conversations, health, knowledge, me,
-        openai, users,
+        agents, api_keys, approvals, audit, auth, clients, conversations, health, jobs, knowledge,
+        me, openai, users,
     };
 
     let public = OpenApiRouter::new()
@@ -160,6 +162,14 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(knowledge::get_document, knowledge::delete_document))
         .routes(routes!(knowledge::get_chunk))
         .routes(routes!(knowledge::search))
+        .routes(routes!(jobs::list_jobs, jobs::submit_job))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::job_events))
+        .routes(routes!(jobs::job_counts))
+        .routes(routes!(jobs::list_schedules, jobs::create_schedule))
+        .routes(routes!(jobs::delete_schedule))
         .merge(
             // Uploads get their own body limit (the extracted text is checked again).
             OpenApiRouter::new()
@@ -316,6 +326,7 @@ pub fn build_state(
         .with_knowledge(Arc::new(knowledge.clone()));
     Ok(AppState {
         knowledge,
+        jobs: coachlibre_jobs::Jobs::new(store.clone(), coachlibre_jobs::Registry::builtin()),
         auth: Auth::new(store.clone(), keys, policy),
         accounts: Accounts::new(store.clone()),
         coaching: Coaching::new(store.clone(), runtime),
@@ -393,6 +404,13 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         spawn_background(&self.state);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = self
+            .state
+            .config
+            .jobs
+            .run_in_serve
+            .then(|| spawn_jobs(&self.state, stopped));
         let app = app(self.state);
         axum::serve(
             self.listener,
@@ -401,9 +419,61 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
+        // Running jobs get their grace period; what they leave goes back to the queue.
+        let _ = stop.send(true);
+        if let Some(w) = workers {
+            let _ = w.await;
+        }
         self.store.close().await;
         Ok(())
     }
+}
+
+/// `coachlibre worker`: job workers and the scheduler without the HTTP server, for nodes
+/// that share the database with the servers.
+pub async fn run_worker(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let models = Arc::new(models::ConfiguredModels::new(
+        config.model_registry(),
+        config.agents.embedding_model.clone(),
+    ));
+    let store = open_store(&config).await?;
+    let keys = load_keys(&config)?;
+    let state = build_state(config, store.clone(), keys, models)?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let jobs = spawn_jobs(&state, stopped);
+    println!(
+        "CoachLibre worker running up to {} jobs at once (stop with Ctrl-C)",
+        state.config.jobs.concurrency
+    );
+    shutdown.await;
+    let _ = stop.send(true);
+    let _ = jobs.await;
+    store.close().await;
+    Ok(())
+}
+
+/// A job worker and the scheduler, until `stop` turns true; the handle ends when both have.
+pub fn spawn_jobs(
+    state: &AppState,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let until = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let worker =
+        coachlibre_jobs::worker::Worker::new(state.jobs.clone(), state.config.jobs.worker());
+    let scheduler = coachlibre_jobs::scheduler::Scheduler::new(
+        state.jobs.clone(),
+        state.config.jobs.scheduler(),
+    );
+    let w = tokio::spawn(worker.run(until(stop.clone())));
+    let s = tokio::spawn(scheduler.run(until(stop)));
+    tokio::spawn(async move {
+        let _ = tokio::join!(w, s);
+    })
 }
 
 /// Background work of a running server: resume turns whose approval was decided while the

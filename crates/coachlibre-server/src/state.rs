@@ -9,6 +9,7 @@ use coachlibre_core::accounts::Accounts;
 use coachlibre_core::auth::Auth;
 use coachlibre_core::ids::UserId;
 use coachlibre_core::store::Store;
+use coachlibre_jobs::Jobs;
 use coachlibre_knowledge::Knowledge;
 
 use crate::config::Config;
@@ -27,6 +28,7 @@ pub struct AppState {
     pub accounts: Accounts,
     pub coaching: Coaching,
     pub knowledge: Knowledge,
+    pub jobs: Jobs,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub config: Arc<Config>,

@@ -63,6 +63,12 @@ enum Command {
     Index(IndexCmd),
     /// One chat turn with a configured model, streamed to the terminal.
     Chat(crate::chat::ChatArgs),
+    /// Run background jobs and the scheduler without the HTTP server (for extra nodes
+    /// sharing the database; `serve` runs them too unless `jobs.run_in_serve = false`).
+    Worker,
+    /// Inspect and manage background jobs.
+    #[command(subcommand)]
+    Jobs(crate::jobs::JobsCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,14 +86,17 @@ enum TenantCmd {
 }
 
 #[derive(Debug, Args)]
-struct TenantArg {
+pub(crate) struct TenantArg {
     /// Tenant slug.
     #[arg(long, default_value = "default")]
     tenant: String,
 }
 
 impl TenantArg {
-    async fn find(&self, accounts: &Accounts) -> anyhow::Result<coachlibre_core::tenant::Tenant> {
+    pub(crate) async fn find(
+        &self,
+        accounts: &Accounts,
+    ) -> anyhow::Result<coachlibre_core::tenant::Tenant> {
         accounts
             .tenant_by_slug(&self.tenant)
             .await
@@ -228,6 +237,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Index(IndexCmd::Rebuild) => index_rebuild(&config).await,
+        Command::Worker => coachlibre_server::run_worker(config, shutdown_signal()).await,
+        Command::Jobs(cmd) => {
+            let store = open_store(&config).await?;
+            let accounts = Accounts::new(store.clone());
+            let result = crate::jobs::run(&accounts, store.clone(), cmd).await;
+            store.close().await;
+            result
+        }
         Command::Tenant(cmd) => {
             let store = open_store(&config).await?;
             let result = tenant(Accounts::new(store.clone()), cmd).await;

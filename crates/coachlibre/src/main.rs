@@ -3,6 +3,7 @@
 
 mod chat;
 mod cli;
+mod jobs;
 mod models;
 
 use clap::Parser;

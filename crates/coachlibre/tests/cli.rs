@@ -435,3 +435,91 @@ fn chat_streams_a_configured_provider_and_config_masks_its_key() {
     );
     assert!(!text.contains("sk-ant-very-secret"), "{text}");
 }
+
+/// `coachlibre jobs show ID` as JSON.
+fn job(db: &TestDb, id: &str) -> serde_json::Value {
+    serde_json::from_str(&run(db, &["jobs", "show", id])).expect("job JSON")
+}
+
+fn wait_status(db: &TestDb, id: &str, want: &str) -> serde_json::Value {
+    for _ in 0..300 {
+        let j = job(db, id);
+        if j["status"] == want {
+            return j;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("job {id} never became {want}: {}", job(db, id));
+}
+
+fn worker(db: &TestDb) -> Child {
+    coachlibre(db)
+        .arg("worker")
+        .envs([
+            ("COACHLIBRE_JOBS__LEASE_SECS", "1"),
+            ("COACHLIBRE_JOBS__POLL_MS", "50"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn worker")
+}
+
+#[test]
+fn a_worker_killed_mid_job_loses_nothing() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for db in rt.block_on(TestDb::all()).expect("test db") {
+        run(&db, &["tenant", "create", "default", "--name", "Practice"]);
+        let out = run(
+            &db,
+            &[
+                "jobs",
+                "enqueue",
+                "system.probe",
+                "--payload",
+                r#"{"sleep_ms":3000}"#,
+            ],
+        );
+        let slow = out
+            .split_whitespace()
+            .nth(1)
+            .expect("enqueued ID")
+            .to_owned();
+        for i in 0..20 {
+            run(
+                &db,
+                &[
+                    "jobs",
+                    "enqueue",
+                    "system.probe",
+                    "--key",
+                    &format!("quick-{i}"),
+                ],
+            );
+        }
+        // The same key again is the same job.
+        let again = run(
+            &db,
+            &["jobs", "enqueue", "system.probe", "--key", "quick-0"],
+        );
+        assert!(again.starts_with("already enqueued"), "{again}");
+
+        let mut first = worker(&db);
+        wait_status(&db, &slow, "running");
+        first.kill().expect("SIGKILL the worker");
+        first.wait().expect("reaped");
+
+        // A new worker takes the job over once the dead one's lease has expired.
+        let second = worker(&db);
+        let done = wait_status(&db, &slow, "succeeded");
+        assert_eq!(done["attempts"], 2, "{done}");
+        let listed = run(&db, &["jobs", "list"]);
+        let summary = listed.lines().next().expect("summary line");
+        assert!(summary.contains("succeeded 21"), "{listed}");
+        assert!(
+            summary.contains("queued 0") && summary.contains("running 0"),
+            "{listed}"
+        );
+        terminate(second);
+    }
+}

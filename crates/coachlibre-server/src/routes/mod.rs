@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clients;
 pub mod conversations;
 pub mod health;
+pub mod jobs;
 pub mod knowledge;
 pub mod me;
 pub mod openai;

@@ -6,6 +6,7 @@ mod auth;
 mod errors;
 mod helpers;
 mod isolation;
+mod jobs;
 mod knowledge;
 mod operations;
 mod users;
