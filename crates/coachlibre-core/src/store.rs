@@ -458,6 +458,16 @@ pub trait JobStore {
         outcomes: &[(JobId, Outcome)],
         now: Timestamp,
     ) -> StoreResult<u64>;
+    /// [`finish_jobs`](Self::finish_jobs) then [`claim_jobs`](Self::claim_jobs) in one
+    /// transaction: a worker's whole turn costs one commit.
+    async fn finish_and_claim(
+        &self,
+        worker: &str,
+        outcomes: &[(JobId, Outcome)],
+        limit: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<Job>>;
     /// Queue again (or dead-letter, when no attempt is left) the running jobs whose lease
     /// expired before `now`: their worker is gone. Returns how many.
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<u64>;

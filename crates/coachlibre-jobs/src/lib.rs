@@ -210,7 +210,8 @@ impl Jobs {
         &self.events
     }
 
-    /// Wakes this process's workers (another process's find the job by polling).
+    /// Wakes this process's worker (another process's finds the job by polling); a wake while
+    /// the worker is busy is kept for its next wait.
     pub(crate) fn wake(&self) -> &Arc<Notify> {
         &self.wake
     }
@@ -231,7 +232,7 @@ impl Jobs {
         }
         let (job, created) = self.store.enqueue(&job).await?;
         if created {
-            self.wake.notify_waiters();
+            self.wake.notify_one();
         }
         Ok((job, created))
     }
@@ -242,7 +243,7 @@ impl Jobs {
             j.validate()?;
         }
         let n = self.store.enqueue_many(jobs).await?;
-        self.wake.notify_waiters();
+        self.wake.notify_one();
         Ok(n)
     }
 
@@ -316,7 +317,7 @@ impl Jobs {
             .retry_job(by.tenant(), id, coachlibre_core::now())
             .await?
             .ok_or_else(|| Error::not_found("job"))?;
-        self.wake.notify_waiters();
+        self.wake.notify_one();
         Ok(job)
     }
 

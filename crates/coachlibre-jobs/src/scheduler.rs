@@ -81,7 +81,7 @@ impl Scheduler {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(jobs = n, "re-queued jobs whose worker stopped");
-                self.jobs.wake().notify_waiters();
+                self.jobs.wake().notify_one();
             }
             Err(e) => tracing::warn!(error = %e, "re-queueing expired jobs failed"),
         }
@@ -115,7 +115,7 @@ impl Scheduler {
             }
         }
         if fired > 0 {
-            self.jobs.wake().notify_waiters();
+            self.jobs.wake().notify_one();
         }
         Ok(())
     }

@@ -41,7 +41,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            concurrency: 16,
+            concurrency: 32,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(500),
             retry_base: Duration::from_secs(5),
@@ -122,14 +122,7 @@ impl Worker {
             while let Ok(f) = done_rx.try_recv() {
                 finished.push(f);
             }
-            self.record(&mut finished, &running).await;
-            let free = self
-                .config
-                .concurrency
-                .saturating_sub(running.lock().await.len());
-            if free > 0 {
-                self.claim_and_spawn(free, &done_tx, &running).await;
-            }
+            self.turn(&mut finished, &done_tx, &running).await;
             // Something finishing frees a slot and must be recorded without delay; a local
             // enqueue wakes us; otherwise poll (which also notices slots that the heartbeat
             // freed by stopping a cancelled job).
@@ -146,27 +139,52 @@ impl Worker {
         tracing::info!(worker = %self.name, "job worker stopped");
     }
 
-    async fn claim_and_spawn(
+    /// Record what finished and claim what the free slots can take, in one transaction;
+    /// start the claimed jobs. On a database error the outcomes are kept for the next turn
+    /// (if this process dies meanwhile, the leases expire and the jobs run again).
+    async fn turn(
         &self,
-        free: usize,
+        finished: &mut Vec<Finished>,
         done_tx: &mpsc::UnboundedSender<Finished>,
         running: &Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>>,
     ) {
+        let free = {
+            let mut map = running.lock().await;
+            for f in finished.iter() {
+                map.remove(&f.job);
+            }
+            self.config.concurrency.saturating_sub(map.len())
+        };
+        if finished.is_empty() && free == 0 {
+            return;
+        }
+        let outcomes: Vec<(JobId, Outcome)> = finished
+            .iter()
+            .map(|f| (f.job, f.outcome.clone()))
+            .collect();
         let now = coachlibre_core::now();
         let until = now + chrono::Duration::from_std(self.config.lease).unwrap_or_default();
         let limit = u32::try_from(free).unwrap_or(u32::MAX);
-        let claimed = match self
-            .jobs
-            .store()
-            .claim_jobs(&self.name, limit, now, until)
-            .await
-        {
+        let store = self.jobs.store();
+        let result = if free == 0 {
+            store
+                .finish_jobs(&self.name, &outcomes, now)
+                .await
+                .map(|_| Vec::new())
+        } else {
+            store
+                .finish_and_claim(&self.name, &outcomes, limit, now, until)
+                .await
+        };
+        let claimed = match result {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(error = %e, "claiming jobs failed");
+                tracing::warn!(error = %e, outcomes = finished.len(), "recording and claiming jobs failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
                 return;
             }
         };
+        self.announce(finished.drain(..));
         let mut map = running.lock().await;
         for job in claimed {
             let (id, tenant) = (job.id, job.tenant_id);
@@ -181,52 +199,19 @@ impl Worker {
         }
     }
 
-    /// Write the outcomes gathered so far, in one transaction.
-    async fn record(
-        &self,
-        finished: &mut Vec<Finished>,
-        running: &Arc<Mutex<HashMap<JobId, (TenantId, AbortHandle)>>>,
-    ) {
-        if finished.is_empty() {
-            return;
-        }
-        {
-            let mut map = running.lock().await;
-            for f in finished.iter() {
-                map.remove(&f.job);
-            }
-        }
-        let now = coachlibre_core::now();
-        let outcomes: Vec<(JobId, Outcome)> = finished
-            .iter()
-            .map(|f| (f.job, f.outcome.clone()))
-            .collect();
-        match self
-            .jobs
-            .store()
-            .finish_jobs(&self.name, &outcomes, now)
-            .await
-        {
-            Ok(_) => {
-                for f in finished.drain(..) {
-                    let status = match f.outcome {
-                        Outcome::Succeeded(_) => JobStatus::Succeeded,
-                        Outcome::Retry { .. } => JobStatus::Queued,
-                        Outcome::Failed(_) => JobStatus::Failed,
-                    };
-                    let _ = self.jobs.events().send(JobEvent {
-                        job_id: f.job,
-                        tenant_id: f.tenant,
-                        kind: JobEventKind::Finished { status },
-                    });
-                }
-            }
-            Err(e) => {
-                // Kept and written on the next turn; if this process dies meanwhile, the
-                // leases expire and the jobs run again (at least once).
-                tracing::warn!(error = %e, jobs = finished.len(), "recording job outcomes failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+    /// Tell this process's listeners how the attempts ended.
+    fn announce(&self, finished: impl Iterator<Item = Finished>) {
+        for f in finished {
+            let status = match f.outcome {
+                Outcome::Succeeded(_) => JobStatus::Succeeded,
+                Outcome::Retry { .. } => JobStatus::Queued,
+                Outcome::Failed(_) => JobStatus::Failed,
+            };
+            let _ = self.jobs.events().send(JobEvent {
+                job_id: f.job,
+                tenant_id: f.tenant,
+                kind: JobEventKind::Finished { status },
+            });
         }
     }
 
@@ -264,7 +249,21 @@ impl Worker {
                 },
             });
         }
-        self.record(&mut finished, running).await;
+        let outcomes: Vec<(JobId, Outcome)> = finished
+            .iter()
+            .map(|f| (f.job, f.outcome.clone()))
+            .collect();
+        match self
+            .jobs
+            .store()
+            .finish_jobs(&self.name, &outcomes, coachlibre_core::now())
+            .await
+        {
+            Ok(_) => self.announce(finished.into_iter()),
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the last outcomes failed: those jobs run again");
+            }
+        }
     }
 }
 

@@ -128,13 +128,13 @@ macro_rules! bind_job {
 
 /// `UPDATE` recording one outcome: `$1` id, `$2` worker, `$3` time, `$4` result or error,
 /// `$5` retry time (retries only). Conditional on the worker still holding the job.
+const SUCCEEDED_SQL: &str = "UPDATE jobs SET status = 'succeeded', result = $4, \
+    lease_until = NULL, finished_at = $3, updated_at = $3 \
+    WHERE id = $1 AND worker = $2 AND status = 'running'";
+
 fn outcome_sql(o: &Outcome) -> &'static str {
     match o {
-        Outcome::Succeeded(_) => {
-            "UPDATE jobs SET status = 'succeeded', result = $4, lease_until = NULL, \
-             finished_at = $3, updated_at = $3 \
-             WHERE id = $1 AND worker = $2 AND status = 'running'"
-        }
+        Outcome::Succeeded(_) => SUCCEEDED_SQL,
         Outcome::Retry { .. } => {
             "UPDATE jobs SET \
              status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
@@ -150,6 +150,70 @@ fn outcome_sql(o: &Outcome) -> &'static str {
     }
 }
 
+/// Recording many successes at once, the way each engine does it fastest.
+trait RecordSuccesses {
+    /// `(id, result JSON)` of jobs `worker` still holds; returns how many it held.
+    async fn record_successes(
+        &mut self,
+        worker: &str,
+        done: &[(Uuid, String)],
+        now: Timestamp,
+    ) -> StoreResult<u64>;
+}
+
+impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Postgres> {
+    /// One statement for the lot (a round trip each would dominate).
+    async fn record_successes(
+        &mut self,
+        worker: &str,
+        done: &[(Uuid, String)],
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let (ids, results): (Vec<Uuid>, Vec<String>) = done.iter().cloned().unzip();
+        Ok(sqlx::query(
+            "UPDATE jobs SET status = 'succeeded', result = v.result, lease_until = NULL, \
+             finished_at = $3, updated_at = $3 \
+             FROM UNNEST($1::uuid[], $2::text[]) AS v(id, result) \
+             WHERE jobs.id = v.id AND jobs.worker = $4 AND jobs.status = 'running'",
+        )
+        .bind(&ids)
+        .bind(&results)
+        .bind(now)
+        .bind(worker)
+        .execute(&mut **self)
+        .await
+        .map_err(db_err)?
+        .rows_affected())
+    }
+}
+
+impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Sqlite> {
+    /// A statement each: they run in-process, without a round trip.
+    async fn record_successes(
+        &mut self,
+        worker: &str,
+        done: &[(Uuid, String)],
+        now: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut held = 0;
+        for (id, result) in done {
+            held += sqlx::query(SUCCEEDED_SQL)
+                .bind(id)
+                .bind(worker)
+                .bind(now)
+                .bind(result)
+                .execute(&mut **self)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+        }
+        Ok(held)
+    }
+}
+
 impl SqlStore {
     async fn job_by_key(&self, tenant: TenantId, key: &str) -> StoreResult<Option<Job>> {
         on_pool!(self, p => {
@@ -161,10 +225,99 @@ impl SqlStore {
         })
     }
 
+    /// A worker's turn, in one transaction: record `outcomes` (counting those still held),
+    /// then claim up to `limit` due jobs until `lease_until`.
+    async fn cycle(
+        &self,
+        worker: &str,
+        outcomes: &[(JobId, Outcome)],
+        now: Timestamp,
+        claim: Option<(u32, Timestamp)>,
+    ) -> StoreResult<(u64, Vec<Job>)> {
+        let encoded = outcomes
+            .iter()
+            .map(|(id, o)| {
+                let (text, at) = match o {
+                    Outcome::Succeeded(v) => (to_json(v)?, None),
+                    Outcome::Retry { error, at } => (error.clone(), Some(*at)),
+                    Outcome::Failed(e) => (e.clone(), None),
+                };
+                Ok((*id, outcome_sql(o), text, at))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (successes, others): (Vec<_>, Vec<_>) =
+            encoded.into_iter().partition(|(_, _, _, at)| at.is_none());
+        // Successes and permanent failures share the shape (id, text); only the former are
+        // batched: failures are rare.
+        let (successes, failures): (Vec<_>, Vec<_>) = successes
+            .into_iter()
+            .partition(|(_, sql, _, _)| std::ptr::eq(*sql, SUCCEEDED_SQL));
+        let successes: Vec<(Uuid, String)> = successes
+            .into_iter()
+            .map(|(id, _, text, _)| (id.as_uuid(), text))
+            .collect();
+        let others: Vec<_> = others.into_iter().chain(failures).collect();
+        let claim_sql = format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = $1, \
+             lease_until = $3, updated_at = $2 \
+             WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= $2 \
+             ORDER BY priority DESC, run_at LIMIT $4{}) \
+             RETURNING {JOB_COLS}",
+            self.skip_locked()
+        );
+        macro_rules! claim_on {
+            ($ex:expr, $limit:expr, $until:expr) => {
+                fetch_vec!(
+                    sqlx::query(&claim_sql)
+                        .bind(worker)
+                        .bind(now)
+                        .bind($until)
+                        .bind(i64::from($limit)),
+                    $ex,
+                    job_row
+                )
+            };
+        }
+        on_pool_write!(self, p => {
+            if successes.is_empty() && others.is_empty() {
+                // A lone statement is its own transaction.
+                return match claim {
+                    Some((limit, until)) => Ok((0, claim_on!(p, limit, until))),
+                    None => Ok((0, Vec::new())),
+                };
+            }
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut held = tx.record_successes(worker, &successes, now).await?;
+            for (id, sql, text, at) in &others {
+                let q = sqlx::query(sql)
+                    .bind(id.as_uuid())
+                    .bind(worker)
+                    .bind(now)
+                    .bind(text);
+                // Only a retry has a fifth parameter (PostgreSQL must infer every one).
+                let q = match at {
+                    Some(at) => q.bind(*at),
+                    None => q,
+                };
+                held += q
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+            }
+            let claimed = match claim {
+                Some((limit, until)) => claim_on!(&mut *tx, limit, until),
+                None => Vec::new(),
+            };
+            tx.commit().await.map_err(db_err)?;
+            Ok((held, claimed))
+        })
+    }
+
     /// `FOR UPDATE SKIP LOCKED` where the engine has it.
     fn skip_locked(&self) -> &'static str {
         match self.pool {
-            Pool::Sqlite(_) => "",
+            Pool::Sqlite { .. } => "",
             Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         }
     }
@@ -226,21 +379,24 @@ impl JobStore for SqlStore {
         now: Timestamp,
         lease_until: Timestamp,
     ) -> StoreResult<Vec<Job>> {
-        let sql = format!(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = $1, \
-             lease_until = $3, updated_at = $2 \
-             WHERE id IN (SELECT id FROM jobs WHERE status = 'queued' AND run_at <= $2 \
-             ORDER BY priority DESC, run_at LIMIT $4{}) \
-             RETURNING {JOB_COLS}",
-            self.skip_locked()
-        );
-        on_pool_write!(self, p => {
-            Ok(fetch_vec!(sqlx::query(&sql)
-                .bind(worker)
-                .bind(now)
-                .bind(lease_until)
-                .bind(i64::from(limit)), p, job_row))
-        })
+        Ok(self
+            .cycle(worker, &[], now, Some((limit, lease_until)))
+            .await?
+            .1)
+    }
+
+    async fn finish_and_claim(
+        &self,
+        worker: &str,
+        outcomes: &[(JobId, Outcome)],
+        limit: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> StoreResult<Vec<Job>> {
+        Ok(self
+            .cycle(worker, outcomes, now, Some((limit, lease_until)))
+            .await?
+            .1)
     }
 
     async fn heartbeat(&self, worker: &str, lease_until: Timestamp) -> StoreResult<Vec<JobId>> {
@@ -264,40 +420,7 @@ impl JobStore for SqlStore {
         outcomes: &[(JobId, Outcome)],
         now: Timestamp,
     ) -> StoreResult<u64> {
-        let encoded = outcomes
-            .iter()
-            .map(|(id, o)| {
-                let (text, at) = match o {
-                    Outcome::Succeeded(v) => (to_json(v)?, None),
-                    Outcome::Retry { error, at } => (error.clone(), Some(*at)),
-                    Outcome::Failed(e) => (e.clone(), None),
-                };
-                Ok((*id, outcome_sql(o), text, at))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        on_pool_write!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            let mut held = 0;
-            for (id, sql, text, at) in &encoded {
-                let q = sqlx::query(sql)
-                    .bind(id.as_uuid())
-                    .bind(worker)
-                    .bind(now)
-                    .bind(text);
-                // Only a retry has a fifth parameter (PostgreSQL must infer every one).
-                let q = match at {
-                    Some(at) => q.bind(*at),
-                    None => q,
-                };
-                held += q
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected();
-            }
-            tx.commit().await.map_err(db_err)?;
-            Ok(held)
-        })
+        Ok(self.cycle(worker, outcomes, now, None).await?.0)
     }
 
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<u64> {

@@ -66,7 +66,13 @@ pub enum ConnectError {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
-    Sqlite(SqlitePool),
+    /// Reads share a pool; writes go through a pool of one connection, whose page cache
+    /// stays warm (a write invalidates the caches of every *other* connection) and which
+    /// queues writers in order instead of letting them contend for SQLite's lock.
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -74,20 +80,20 @@ pub(crate) enum Pool {
 macro_rules! on_pool {
     ($self:expr, $p:ident => $body:expr) => {
         match &$self.pool {
-            $crate::Pool::Sqlite($p) => $body,
+            $crate::Pool::Sqlite { read: $p, .. } => $body,
             $crate::Pool::Postgres($p) => $body,
         }
     };
 }
 pub(crate) use on_pool;
 
-/// Same, for a method that writes. On SQLite, writers queue in order on an in-process lock
-/// before taking the database's single write lock: waiting in SQLite's busy handler (which
-/// sleeps and retries) would put hundreds of milliseconds on the slowest writes.
+/// Same, for a method that writes. On SQLite, writes run on the one writer connection,
+/// queued in order on an in-process lock: waiting in SQLite's busy handler (which sleeps and
+/// retries) would put hundreds of milliseconds on the slowest writes.
 macro_rules! on_pool_write {
     ($self:expr, $p:ident => $body:expr) => {
         match &$self.pool {
-            $crate::Pool::Sqlite($p) => {
+            $crate::Pool::Sqlite { write: $p, .. } => {
                 let _writer = $self.writer.lock().await;
                 $body
             }
@@ -182,6 +188,9 @@ impl SqlStore {
                     // Reads through a shared memory map instead of a per-connection page
                     // cache that every write from another connection invalidates.
                     .pragma("mmap_size", "1073741824")
+                    // Statement journals and sorts in memory, not in temporary files
+                    // created and deleted for every multi-row write.
+                    .pragma("temp_store", "memory")
                     // Checkpoints run in the background (see `checkpoints`), not inside
                     // whichever write happens to fill the log.
                     .pragma("wal_autocheckpoint", "0");
@@ -190,17 +199,23 @@ impl SqlStore {
                 {
                     std::fs::create_dir_all(dir).map_err(|e| ConnectError::Connect(e.into()))?;
                 }
-                Pool::Sqlite(
-                    SqlitePoolOptions::new()
-                        .max_connections(opts.max_connections)
-                        .acquire_timeout(opts.acquire_timeout)
-                        // A file cannot drop the connection: no ping (a round trip to the
-                        // connection's thread) before every query.
-                        .test_before_acquire(false)
-                        .connect_with(options)
-                        .await
-                        .map_err(ConnectError::Connect)?,
-                )
+                // A file cannot drop the connection: no ping (a round trip to the
+                // connection's thread) before every query.
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .test_before_acquire(false)
+                    .connect_with(options.clone())
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                let read = SqlitePoolOptions::new()
+                    .max_connections(opts.max_connections)
+                    .acquire_timeout(opts.acquire_timeout)
+                    .test_before_acquire(false)
+                    .connect_with(options)
+                    .await
+                    .map_err(ConnectError::Connect)?;
+                Pool::Sqlite { read, write }
             }
             Backend::Postgres => Pool::Postgres(
                 PgPoolOptions::new()
@@ -211,8 +226,8 @@ impl SqlStore {
                     .map_err(ConnectError::Connect)?,
             ),
         };
-        if let Pool::Sqlite(p) = &pool {
-            tokio::spawn(checkpoints(p.clone()));
+        if let Pool::Sqlite { read, .. } = &pool {
+            tokio::spawn(checkpoints(read.clone()));
         }
         Ok(Self {
             pool,
@@ -222,7 +237,13 @@ impl SqlStore {
 
     /// Close every connection (waits for queries in flight).
     pub async fn close(&self) {
-        on_pool!(self, p => p.close().await)
+        match &self.pool {
+            Pool::Sqlite { read, write } => {
+                write.close().await;
+                read.close().await;
+            }
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 }
 

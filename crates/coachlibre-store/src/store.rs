@@ -696,7 +696,7 @@ impl SystemStore for SqlStore {
 
     fn backend(&self) -> &'static str {
         match self.pool {
-            crate::Pool::Sqlite(_) => "sqlite",
+            crate::Pool::Sqlite { .. } => "sqlite",
             crate::Pool::Postgres(_) => "postgres",
         }
     }
