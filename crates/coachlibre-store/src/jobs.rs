@@ -357,19 +357,73 @@ impl JobStore for SqlStore {
             })
             .collect::<StoreResult<Vec<_>>>()?;
         let sql = job_insert_sql();
-        on_pool_write!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            let mut new = 0;
-            for (job, payload) in &rows {
-                new += bind_job!(sqlx::query(&sql), job, payload)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected();
+        match &self.pool {
+            // One statement for the lot: a round trip per row would dominate.
+            Pool::Postgres(p) => {
+                let col =
+                    |f: &dyn Fn(&Job) -> Uuid| rows.iter().map(|(j, _)| f(j)).collect::<Vec<_>>();
+                let ids = col(&|j| j.id.as_uuid());
+                let tenants = col(&|j| j.tenant_id.as_uuid());
+                let by: Vec<Option<Uuid>> = rows
+                    .iter()
+                    .map(|(j, _)| j.created_by.map(|u| u.as_uuid()))
+                    .collect();
+                let kinds: Vec<&str> = rows.iter().map(|(j, _)| j.kind.as_str()).collect();
+                let payloads: Vec<&str> = rows.iter().map(|(_, p)| p.as_str()).collect();
+                let priorities: Vec<i32> = rows.iter().map(|(j, _)| j.priority).collect();
+                let run_at: Vec<Timestamp> = rows.iter().map(|(j, _)| j.run_at).collect();
+                let max: Vec<i32> = rows
+                    .iter()
+                    .map(|(j, _)| attempts_col(j.max_attempts))
+                    .collect();
+                let keys: Vec<Option<&str>> = rows
+                    .iter()
+                    .map(|(j, _)| j.idempotency_key.as_deref())
+                    .collect();
+                let created: Vec<Timestamp> = rows.iter().map(|(j, _)| j.created_at).collect();
+                Ok(sqlx::query(
+                    "INSERT INTO jobs (id, tenant_id, created_by, kind, payload, priority, \
+                     status, run_at, attempts, max_attempts, idempotency_key, created_at, \
+                     updated_at) \
+                     SELECT id, tenant_id, created_by, kind, payload, priority, 'queued', run_at, \
+                     0, max_attempts, key, created, created \
+                     FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+                     $6::int4[], $7::timestamptz[], $8::int4[], $9::text[], $10::timestamptz[]) \
+                     AS v(id, tenant_id, created_by, kind, payload, priority, run_at, \
+                     max_attempts, key, created) \
+                     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+                )
+                .bind(&ids)
+                .bind(&tenants)
+                .bind(&by)
+                .bind(&kinds)
+                .bind(&payloads)
+                .bind(&priorities)
+                .bind(&run_at)
+                .bind(&max)
+                .bind(&keys)
+                .bind(&created)
+                .execute(p)
+                .await
+                .map_err(db_err)?
+                .rows_affected())
             }
-            tx.commit().await.map_err(db_err)?;
-            Ok(new)
-        })
+            // In-process statements are cheap: one each, in one transaction.
+            Pool::Sqlite { write, .. } => {
+                let _writer = self.writer.lock().await;
+                let mut tx = write.begin().await.map_err(db_err)?;
+                let mut new = 0;
+                for (job, payload) in &rows {
+                    new += bind_job!(sqlx::query(&sql), job, payload)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?
+                        .rows_affected();
+                }
+                tx.commit().await.map_err(db_err)?;
+                Ok(new)
+            }
+        }
     }
 
     async fn claim_jobs(

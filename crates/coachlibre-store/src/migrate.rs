@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_jobs.sql"),
         postgres: include_str!("../migrations/postgres/0005_jobs.sql"),
     },
+    Migration {
+        version: 6,
+        name: "queue_vacuum",
+        sqlite: include_str!("../migrations/sqlite/0006_queue_vacuum.sql"),
+        postgres: include_str!("../migrations/postgres/0006_queue_vacuum.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.
