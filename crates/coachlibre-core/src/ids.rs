@@ -132,6 +132,10 @@ id_type!(
     /// A recurring (cron) schedule that enqueues jobs.
     ScheduleId
 );
+id_type!(
+    /// A skill a tenant added to the built-in ones.
+    SkillId
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::ids::{JobId, ScheduleId, TenantId, UserId};
+use crate::ids::{JobId, ScheduleId, SkillId, TenantId, UserId};
 use crate::{Error, Result, Timestamp};
 
 /// Attempts before a job is dead-lettered, unless the enqueuer says otherwise.
@@ -286,6 +286,18 @@ pub struct Schedule {
     pub last_run_at: Option<chrono::DateTime<chrono::Utc>>,
     pub created_by: Option<UserId>,
     pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A skill a tenant defined (its TOML text; the skills crate parses and checks it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StoredSkill {
+    pub id: SkillId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub definition: String,
+    pub created_by: Option<UserId>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[cfg(test)]

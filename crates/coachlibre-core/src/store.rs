@@ -23,7 +23,7 @@ use crate::ids::{
     JobId, MemoryId, MessageId, NotificationId, RefreshTokenId, ReminderId, ScheduleId,
     SessionFamilyId, TenantId, UserId,
 };
-use crate::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
+use crate::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule, StoredSkill};
 use crate::knowledge::{Chunk, Collection, Document};
 use crate::memory::{Memory, Profile};
 use crate::page::PageRequest;
@@ -522,6 +522,17 @@ pub trait JobStore {
     ) -> StoreResult<bool>;
 }
 
+/// Skills a tenant added.
+#[async_trait]
+pub trait SkillStore {
+    /// Insert or replace the tenant's skill of that name.
+    async fn put_skill(&self, s: &StoredSkill) -> StoreResult<()>;
+    async fn get_skill(&self, tenant: TenantId, name: &str) -> StoreResult<Option<StoredSkill>>;
+    /// By name.
+    async fn list_skills(&self, tenant: TenantId) -> StoreResult<Vec<StoredSkill>>;
+    async fn delete_skill(&self, tenant: TenantId, name: &str) -> StoreResult<bool>;
+}
+
 /// Collections, documents and their chunks.
 ///
 /// Every change to a tenant's chunks (new version ready, document or collection deleted,
@@ -642,6 +653,7 @@ pub trait Store:
     + GoalStore
     + KnowledgeStore
     + JobStore
+    + SkillStore
     + SystemStore
     + Send
     + Sync
@@ -660,6 +672,7 @@ impl<T> Store for T where
         + GoalStore
         + KnowledgeStore
         + JobStore
+        + SkillStore
         + SystemStore
         + Send
         + Sync
@@ -670,6 +683,7 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         AgentStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, JobStore,
-        KnowledgeStore, MemoryStore, SessionStore, Store, SystemStore, TenantStore, UserStore,
+        KnowledgeStore, MemoryStore, SessionStore, SkillStore, Store, SystemStore, TenantStore,
+        UserStore,
     };
 }

@@ -10,9 +10,11 @@ use coachlibre_core::Timestamp;
 use coachlibre_core::conversation::Message;
 use coachlibre_core::goal::Reminder;
 use coachlibre_core::ids::{JobId, ReminderId, ScheduleId, TenantId};
-use coachlibre_core::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
+use coachlibre_core::job::{
+    Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule, StoredSkill,
+};
 use coachlibre_core::page::PageRequest;
-use coachlibre_core::store::{JobStore, StoreResult};
+use coachlibre_core::store::{JobStore, SkillStore, StoreResult};
 use uuid::Uuid;
 
 use crate::coaching::{
@@ -752,6 +754,79 @@ impl JobStore for SqlStore {
             }
             tx.commit().await.map_err(db_err)?;
             Ok(sent)
+        })
+    }
+}
+
+const SKILL_COLS: &str = "id, tenant_id, name, definition, created_by, created_at, updated_at";
+
+macro_rules! skill_row {
+    ($r:expr) => {{
+        let r = &$r;
+        StoredSkill {
+            id: col!(r, "id", Uuid).into(),
+            tenant_id: col!(r, "tenant_id", Uuid).into(),
+            name: col!(r, "name"),
+            definition: col!(r, "definition"),
+            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
+            created_at: col!(r, "created_at"),
+            updated_at: col!(r, "updated_at"),
+        }
+    }};
+}
+
+#[async_trait]
+impl SkillStore for SqlStore {
+    async fn put_skill(&self, s: &StoredSkill) -> StoreResult<()> {
+        on_pool_write!(self, p => {
+            sqlx::query(&format!(
+                "INSERT INTO skills ({SKILL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (tenant_id, name) DO UPDATE SET definition = $4, \
+                 updated_at = $7"
+            ))
+            .bind(s.id.as_uuid())
+            .bind(s.tenant_id.as_uuid())
+            .bind(&s.name)
+            .bind(&s.definition)
+            .bind(s.created_by.map(|u| u.as_uuid()))
+            .bind(s.created_at)
+            .bind(s.updated_at)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    async fn get_skill(&self, tenant: TenantId, name: &str) -> StoreResult<Option<StoredSkill>> {
+        on_pool!(self, p => {
+            Ok(fetch_opt!(sqlx::query(&format!(
+                "SELECT {SKILL_COLS} FROM skills WHERE tenant_id = $1 AND name = $2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(name), p, skill_row))
+        })
+    }
+
+    async fn list_skills(&self, tenant: TenantId) -> StoreResult<Vec<StoredSkill>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(&format!(
+                "SELECT {SKILL_COLS} FROM skills WHERE tenant_id = $1 ORDER BY name LIMIT 1000"
+            ))
+            .bind(tenant.as_uuid()), p, skill_row))
+        })
+    }
+
+    async fn delete_skill(&self, tenant: TenantId, name: &str) -> StoreResult<bool> {
+        on_pool_write!(self, p => {
+            Ok(sqlx::query("DELETE FROM skills WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant.as_uuid())
+                .bind(name)
+                .execute(p)
+                .await
+                .map_err(db_err)?
+                .rows_affected()
+                == 1)
         })
     }
 }

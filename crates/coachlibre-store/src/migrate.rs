@@ -49,6 +49,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_queue_vacuum.sql"),
         postgres: include_str!("../migrations/postgres/0006_queue_vacuum.sql"),
     },
+    Migration {
+        version: 7,
+        name: "skills",
+        sqlite: include_str!("../migrations/sqlite/0007_skills.sql"),
+        postgres: include_str!("../migrations/postgres/0007_skills.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.
