@@ -84,6 +84,23 @@ pub struct Config {
     pub agents: AgentsConfig,
     pub knowledge: KnowledgeConfig,
     pub jobs: JobsConfig,
+    pub skills: SkillsConfig,
+}
+
+/// Skill settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SkillsConfig {
+    /// The chat model (or chain) of skills that name none.
+    pub model: String,
+}
+
+impl Default for SkillsConfig {
+    fn default() -> Self {
+        Self {
+            model: coachlibre_core::agent::DEFAULT_MODEL.to_owned(),
+        }
+    }
 }
 
 /// Background job settings.
@@ -244,6 +261,7 @@ impl Default for Config {
             agents: AgentsConfig::default(),
             knowledge: KnowledgeConfig::default(),
             jobs: JobsConfig::default(),
+            skills: SkillsConfig::default(),
         }
     }
 }

@@ -72,6 +72,7 @@ use crate::state::{AppState, Limits};
         (name = "openai", description = "OpenAI-compatible facade over agents"),
         (name = "knowledge", description = "Coaches' collections, documents and search"),
         (name = "jobs", description = "Background jobs and cron schedules"),
+        (name = "skills", description = "Skills: prompt programs run as jobs"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -93,7 +94,7 @@ impl Modify for BearerAuth {
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
         agents, api_keys, approvals, audit, auth, clients, conversations, health, jobs, knowledge,
-        me, openai, users,
+        me, openai, skills, users,
     };
 
     let public = OpenApiRouter::new()
@@ -170,6 +171,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(jobs::job_counts))
         .routes(routes!(jobs::list_schedules, jobs::create_schedule))
         .routes(routes!(jobs::delete_schedule))
+        .routes(routes!(skills::list_skills, skills::put_skill))
+        .routes(routes!(skills::get_skill, skills::delete_skill))
+        .routes(routes!(skills::run_skill))
         .merge(
             // Uploads get their own body limit (the extracted text is checked again).
             OpenApiRouter::new()
@@ -321,12 +325,16 @@ pub fn build_state(
     let policy = config.auth_policy();
     let knowledge = Knowledge::start(store.clone(), models.embedder())
         .allow_private_urls(config.knowledge.allow_private_urls);
+    let (registry, catalog) = job_registry(&config, store.clone(), models.clone());
+    let jobs = coachlibre_jobs::Jobs::new(store.clone(), registry);
+    let skills = coachlibre_skills::Skills::new(catalog, jobs.clone());
     let runtime = Runtime::new(store.clone(), models)
         .with_max_steps(config.agents.max_steps)
         .with_knowledge(Arc::new(knowledge.clone()));
     Ok(AppState {
         knowledge,
-        jobs: coachlibre_jobs::Jobs::new(store.clone(), coachlibre_jobs::Registry::builtin()),
+        jobs,
+        skills,
         auth: Auth::new(store.clone(), keys, policy),
         accounts: Accounts::new(store.clone()),
         coaching: Coaching::new(store.clone(), runtime),
@@ -335,6 +343,21 @@ pub fn build_state(
         config: Arc::new(config),
         store,
     })
+}
+
+/// Every job kind this build runs, with the skill catalogue its `skill.run` handler uses.
+pub fn job_registry(
+    config: &Config,
+    store: Arc<dyn Store>,
+    models: Arc<dyn ModelSource>,
+) -> (coachlibre_jobs::Registry, coachlibre_skills::Catalog) {
+    let catalog = coachlibre_skills::Catalog::new(store, models, &config.skills.model);
+    let mut registry = coachlibre_jobs::Registry::builtin();
+    registry.register(
+        coachlibre_skills::RUN,
+        Arc::new(coachlibre_skills::RunSkill(catalog.clone())),
+    );
+    (registry, catalog)
 }
 
 /// A ready-to-serve server.

@@ -11,6 +11,7 @@ use coachlibre_core::ids::UserId;
 use coachlibre_core::store::Store;
 use coachlibre_jobs::Jobs;
 use coachlibre_knowledge::Knowledge;
+use coachlibre_skills::Skills;
 
 use crate::config::Config;
 use crate::middleware::metrics::Metrics;
@@ -29,6 +30,7 @@ pub struct AppState {
     pub coaching: Coaching,
     pub knowledge: Knowledge,
     pub jobs: Jobs,
+    pub skills: Skills,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub config: Arc<Config>,

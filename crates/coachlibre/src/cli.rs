@@ -241,7 +241,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(cmd) => {
             let store = open_store(&config).await?;
             let accounts = Accounts::new(store.clone());
-            let result = crate::jobs::run(&accounts, store.clone(), cmd).await;
+            let result = crate::jobs::run(&config, &accounts, store.clone(), cmd).await;
             store.close().await;
             result
         }

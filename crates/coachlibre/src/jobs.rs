@@ -10,7 +10,7 @@ use coachlibre_core::ids::JobId;
 use coachlibre_core::job::{Job, JobFilter, JobStatus, NewJob};
 use coachlibre_core::page::{MAX_LIMIT, PageRequest};
 use coachlibre_core::store::Store;
-use coachlibre_jobs::{Jobs, Registry};
+use coachlibre_jobs::Jobs;
 
 use crate::cli::TenantArg;
 
@@ -66,8 +66,19 @@ pub enum JobsCmd {
     },
 }
 
-pub async fn run(accounts: &Accounts, store: Arc<dyn Store>, cmd: JobsCmd) -> anyhow::Result<()> {
-    let jobs = Jobs::new(store, Registry::builtin());
+pub async fn run(
+    config: &coachlibre_server::config::Config,
+    accounts: &Accounts,
+    store: Arc<dyn Store>,
+    cmd: JobsCmd,
+) -> anyhow::Result<()> {
+    // The same kinds as the workers know (the handlers are not run from here).
+    let models = Arc::new(coachlibre_server::models::ConfiguredModels::new(
+        config.model_registry(),
+        config.agents.embedding_model.clone(),
+    ));
+    let (registry, _) = coachlibre_server::job_registry(config, store.clone(), models);
+    let jobs = Jobs::new(store, registry);
     match cmd {
         JobsCmd::List {
             tenant,

@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod knowledge;
 pub mod me;
 pub mod openai;
+pub mod skills;
 pub mod users;
 
 use coachlibre_core::page::PageRequest;

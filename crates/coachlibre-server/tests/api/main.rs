@@ -9,4 +9,5 @@ mod isolation;
 mod jobs;
 mod knowledge;
 mod operations;
+mod skills;
 mod users;
