@@ -14,6 +14,7 @@
 //!   (searches, opens cited passages) their coaches' and the shared collections.
 
 pub mod extract;
+pub mod fetch;
 pub mod hnsw;
 pub mod index;
 
@@ -405,95 +406,28 @@ impl Knowledge {
     ) -> Result<(Document, Upload)> {
         let c = self.managed(actor, collection).await?;
         let url = url.trim();
-        let parsed = reqwest::Url::parse(url)
-            .map_err(|e| Error::invalid("url", format!("not a URL: {e}")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(Error::invalid(
-                "url",
-                "only http and https URLs are imported",
-            ));
-        }
-        // Redirects are followed here, not by the HTTP client, so that every hop is checked.
-        let mut target = parsed;
-        let mut hops = 0;
-        let fetch = |e: reqwest::Error| Error::invalid("url", format!("could not fetch: {e}"));
-        let mut resp = loop {
-            self.check_reachable(&target).await?;
-            let resp = self.http.get(target.clone()).send().await.map_err(fetch)?;
-            if !resp.status().is_redirection() {
-                break resp;
-            }
-            hops += 1;
-            let next = resp
-                .headers()
-                .get(reqwest::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|l| target.join(l).ok())
-                .filter(|u| matches!(u.scheme(), "http" | "https"));
-            match next {
-                Some(u) if hops <= 5 => target = u,
-                _ => {
-                    return Err(Error::invalid(
-                        "url",
-                        "too many or invalid redirects (at most 5, to http or https)",
-                    ));
-                }
-            }
-        };
-        if !resp.status().is_success() {
-            return Err(Error::invalid(
-                "url",
-                format!("the server answered {}", resp.status()),
-            ));
-        }
-        let declared = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(fetch)? {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > extract::MAX_UPLOAD_BYTES {
-                return Err(Error::TooLarge(
-                    ExtractError::TooLarge(bytes.len()).to_string(),
-                ));
-            }
-        }
+        let parsed = fetch::parse_url(url)?;
+        let fetched = fetch::get(
+            &self.http,
+            parsed,
+            self.allow_private_urls,
+            extract::MAX_UPLOAD_BYTES,
+        )
+        .await?;
         let source = check_source(url).map_err(|_| {
             Error::invalid(
                 "url",
                 "the URL is too long to name a document (500 characters)",
             )
         })?;
-        self.store_upload(&c, source, declared.as_deref(), bytes, metadata)
-            .await
-    }
-
-    /// Refuse hosts that resolve to loopback or private addresses (unless allowed).
-    async fn check_reachable(&self, url: &reqwest::Url) -> Result<()> {
-        if self.allow_private_urls {
-            return Ok(());
-        }
-        let host = url
-            .host_str()
-            .ok_or_else(|| Error::invalid("url", "the URL has no host"))?;
-        let port = url.port_or_known_default().unwrap_or(80);
-        let addrs = tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| Error::invalid("url", format!("cannot resolve {host}: {e}")))?;
-        for a in addrs {
-            if is_private(a.ip()) {
-                return Err(Error::invalid(
-                    "url",
-                    format!(
-                        "{host} is a private or local address; importing from it is off \
-                         (knowledge.allow_private_urls)"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        self.store_upload(
+            &c,
+            source,
+            fetched.content_type.as_deref(),
+            fetched.bytes,
+            metadata,
+        )
+        .await
     }
 
     async fn store_upload(
@@ -1031,27 +965,6 @@ fn check_source(name: &str) -> Result<String> {
         ));
     }
     Ok(name.to_owned())
-}
-
-/// Loopback, private, link-local, unspecified or otherwise non-public addresses.
-fn is_private(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v) => {
-            v.is_loopback()
-                || v.is_private()
-                || v.is_link_local()
-                || v.is_unspecified()
-                || v.is_broadcast()
-                || v.octets()[0] == 100 && (v.octets()[1] & 0xc0) == 64
-        }
-        std::net::IpAddr::V6(v) => {
-            v.is_loopback()
-                || v.is_unspecified()
-                || (v.segments()[0] & 0xfe00) == 0xfc00
-                || (v.segments()[0] & 0xffc0) == 0xfe80
-                || v.to_ipv4_mapped().is_some_and(|m| is_private(m.into()))
-        }
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {
