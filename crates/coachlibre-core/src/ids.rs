@@ -136,6 +136,10 @@ id_type!(
     /// A skill a tenant added to the built-in ones.
     SkillId
 );
+id_type!(
+    /// A business analysis of a company's website.
+    AnalysisId
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod actor;
 pub mod agent;
+pub mod analysis;
 pub mod audit;
 pub mod auth;
 pub mod conversation;

@@ -13,14 +13,15 @@ use async_trait::async_trait;
 use crate::Timestamp;
 use crate::actor::Scope;
 use crate::agent::Agent;
+use crate::analysis::Analysis;
 use crate::audit::AuditEntry;
 use crate::conversation::{
     Approval, ApprovalStatus, Conversation, Message, UsageRecord, UsageTotals,
 };
 use crate::goal::{Goal, Notification, Reminder};
 use crate::ids::{
-    AgentId, ApiKeyId, ApprovalId, ChunkId, CollectionId, ConversationId, DocumentId, GoalId,
-    JobId, MemoryId, MessageId, NotificationId, RefreshTokenId, ReminderId, ScheduleId,
+    AgentId, AnalysisId, ApiKeyId, ApprovalId, ChunkId, CollectionId, ConversationId, DocumentId,
+    GoalId, JobId, MemoryId, MessageId, NotificationId, RefreshTokenId, ReminderId, ScheduleId,
     SessionFamilyId, TenantId, UserId,
 };
 use crate::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule, StoredSkill};
@@ -522,6 +523,23 @@ pub trait JobStore {
     ) -> StoreResult<bool>;
 }
 
+/// Business analyses.
+#[async_trait]
+pub trait AnalysisStore {
+    async fn insert_analysis(&self, a: &Analysis) -> StoreResult<()>;
+    /// Everything but the id, tenant and creation.
+    async fn update_analysis(&self, a: &Analysis) -> StoreResult<()>;
+    async fn get_analysis(&self, tenant: TenantId, id: AnalysisId)
+    -> StoreResult<Option<Analysis>>;
+    /// Newest first, without their reports; with `created_by`, only theirs.
+    async fn list_analyses(
+        &self,
+        tenant: TenantId,
+        created_by: Option<UserId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Analysis>>;
+}
+
 /// Skills a tenant added.
 #[async_trait]
 pub trait SkillStore {
@@ -654,6 +672,7 @@ pub trait Store:
     + KnowledgeStore
     + JobStore
     + SkillStore
+    + AnalysisStore
     + SystemStore
     + Send
     + Sync
@@ -673,6 +692,7 @@ impl<T> Store for T where
         + KnowledgeStore
         + JobStore
         + SkillStore
+        + AnalysisStore
         + SystemStore
         + Send
         + Sync
@@ -682,7 +702,7 @@ impl<T> Store for T where
 /// Every storage trait, to call store methods directly (`use coachlibre_core::store::prelude::*`).
 pub mod prelude {
     pub use super::{
-        AgentStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, JobStore,
+        AgentStore, AnalysisStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, JobStore,
         KnowledgeStore, MemoryStore, SessionStore, SkillStore, Store, SystemStore, TenantStore,
         UserStore,
     };

@@ -135,13 +135,15 @@ pub fn is_private(ip: std::net::IpAddr) -> bool {
     }
 }
 
+/// A robots.txt group: the user agents it names, and its rules (allow?, path pattern).
+type RobotsGroup = (Vec<String>, Vec<(bool, String)>);
+
 /// Whether robots.txt lets `agent` fetch `path`: the group naming the agent (by a
 /// case-insensitive prefix of its name), else the `*` group; the longest matching `Allow` or
 /// `Disallow` rule wins, `Allow` on a tie; no rule means allowed.
 pub fn robots_allows(robots: &str, agent: &str, path: &str) -> bool {
     let agent = agent.to_ascii_lowercase();
-    // (agents of the group, rules of the group)
-    let mut groups: Vec<(Vec<String>, Vec<(bool, String)>)> = Vec::new();
+    let mut groups: Vec<RobotsGroup> = Vec::new();
     let mut in_agents = false;
     for line in robots.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
@@ -170,10 +172,16 @@ pub fn robots_allows(robots: &str, agent: &str, path: &str) -> bool {
             _ => {}
         }
     }
-    let named = groups
-        .iter()
-        .find(|(agents, _)| agents.iter().any(|a| a != "*" && agent.starts_with(a.as_str())));
-    let group = named.or_else(|| groups.iter().find(|(agents, _)| agents.iter().any(|a| a == "*")));
+    let named = groups.iter().find(|(agents, _)| {
+        agents
+            .iter()
+            .any(|a| a != "*" && agent.starts_with(a.as_str()))
+    });
+    let group = named.or_else(|| {
+        groups
+            .iter()
+            .find(|(agents, _)| agents.iter().any(|a| a == "*"))
+    });
     let Some((_, rules)) = group else {
         return true;
     };
@@ -218,8 +226,16 @@ mod tests {
         assert!(robots_allows(robots, "CoachLibre/0.1", "/"));
         assert!(!robots_allows(robots, "CoachLibre/0.1", "/about"));
         assert!(robots_allows("", "CoachLibre", "/anything"));
-        assert!(!robots_allows("User-agent: *\nDisallow: /*.pdf$", "x", "/a/b.pdf"));
-        assert!(robots_allows("User-agent: *\nDisallow: /*.pdf$", "x", "/a/b.pdf.html"));
+        assert!(!robots_allows(
+            "User-agent: *\nDisallow: /*.pdf$",
+            "x",
+            "/a/b.pdf"
+        ));
+        assert!(robots_allows(
+            "User-agent: *\nDisallow: /*.pdf$",
+            "x",
+            "/a/b.pdf.html"
+        ));
         assert!(robots_allows("User-agent: *\nDisallow:", "x", "/"));
     }
 

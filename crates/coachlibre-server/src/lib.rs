@@ -73,6 +73,7 @@ use crate::state::{AppState, Limits};
         (name = "knowledge", description = "Coaches' collections, documents and search"),
         (name = "jobs", description = "Background jobs and cron schedules"),
         (name = "skills", description = "Skills: prompt programs run as jobs"),
+        (name = "analysis", description = "Business analyses of a website, exported as reports"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -93,8 +94,8 @@ impl Modify for BearerAuth {
 /// Every route and the OpenAPI document describing them.
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
-        agents, api_keys, approvals, audit, auth, clients, conversations, health, jobs, knowledge,
-        me, openai, skills, users,
+        agents, analysis, api_keys, approvals, audit, auth, clients, conversations, health, jobs,
+        knowledge, me, openai, skills, users,
     };
 
     let public = OpenApiRouter::new()
@@ -174,6 +175,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(skills::list_skills, skills::put_skill))
         .routes(routes!(skills::get_skill, skills::delete_skill))
         .routes(routes!(skills::run_skill))
+        .routes(routes!(analysis::list_analyses, analysis::start_analysis))
+        .routes(routes!(analysis::get_analysis))
+        .routes(routes!(analysis::analysis_events))
+        .routes(routes!(analysis::analysis_report))
         .merge(
             // Uploads get their own body limit (the extracted text is checked again).
             OpenApiRouter::new()
@@ -328,6 +333,7 @@ pub fn build_state(
     let (registry, catalog) = job_registry(&config, store.clone(), models.clone());
     let jobs = coachlibre_jobs::Jobs::new(store.clone(), registry);
     let skills = coachlibre_skills::Skills::new(catalog, jobs.clone());
+    let analyses = coachlibre_analysis::Analyses::new(store.clone(), jobs.clone());
     let runtime = Runtime::new(store.clone(), models)
         .with_max_steps(config.agents.max_steps)
         .with_knowledge(Arc::new(knowledge.clone()));
@@ -335,6 +341,7 @@ pub fn build_state(
         knowledge,
         jobs,
         skills,
+        analyses,
         auth: Auth::new(store.clone(), keys, policy),
         accounts: Accounts::new(store.clone()),
         coaching: Coaching::new(store.clone(), runtime),
@@ -356,6 +363,13 @@ pub fn job_registry(
     registry.register(
         coachlibre_skills::RUN,
         Arc::new(coachlibre_skills::RunSkill(catalog.clone())),
+    );
+    registry.register(
+        coachlibre_analysis::RUN,
+        Arc::new(coachlibre_analysis::RunAnalysis::new(
+            catalog.clone(),
+            config.knowledge.allow_private_urls,
+        )),
     );
     (registry, catalog)
 }

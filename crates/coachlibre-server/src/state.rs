@@ -31,6 +31,7 @@ pub struct AppState {
     pub knowledge: Knowledge,
     pub jobs: Jobs,
     pub skills: Skills,
+    pub analyses: coachlibre_analysis::Analyses,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub config: Arc<Config>,

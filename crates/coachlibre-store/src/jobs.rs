@@ -7,14 +7,15 @@
 
 use async_trait::async_trait;
 use coachlibre_core::Timestamp;
+use coachlibre_core::analysis::{Analysis, AnalysisStatus};
 use coachlibre_core::conversation::Message;
 use coachlibre_core::goal::Reminder;
-use coachlibre_core::ids::{JobId, ReminderId, ScheduleId, TenantId};
+use coachlibre_core::ids::{AnalysisId, JobId, ReminderId, ScheduleId, TenantId, UserId};
 use coachlibre_core::job::{
     Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule, StoredSkill,
 };
 use coachlibre_core::page::PageRequest;
-use coachlibre_core::store::{JobStore, SkillStore, StoreResult};
+use coachlibre_core::store::{AnalysisStore, JobStore, SkillStore, StoreResult};
 use uuid::Uuid;
 
 use crate::coaching::{
@@ -827,6 +828,119 @@ impl SkillStore for SqlStore {
                 .map_err(db_err)?
                 .rows_affected()
                 == 1)
+        })
+    }
+}
+
+const ANALYSIS_COLS: &str = "id, tenant_id, created_by, url, company, status, job_id, sections, \
+    report, error, created_at, updated_at, finished_at";
+
+macro_rules! analysis_row {
+    ($r:expr) => {{
+        let r = &$r;
+        Analysis {
+            id: col!(r, "id", Uuid).into(),
+            tenant_id: col!(r, "tenant_id", Uuid).into(),
+            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
+            url: col!(r, "url"),
+            company: col!(r, "company"),
+            status: parse_enum(&col!(r, "status", String), AnalysisStatus::parse)?,
+            job_id: col!(r, "job_id", Option<Uuid>).map(Into::into),
+            sections: from_json(&col!(r, "sections", String))?,
+            report: col!(r, "report"),
+            error: col!(r, "error"),
+            created_at: col!(r, "created_at"),
+            updated_at: col!(r, "updated_at"),
+            finished_at: col!(r, "finished_at"),
+        }
+    }};
+}
+
+#[async_trait]
+impl AnalysisStore for SqlStore {
+    async fn insert_analysis(&self, a: &Analysis) -> StoreResult<()> {
+        let sections = to_json(&a.sections)?;
+        on_pool_write!(self, p => {
+            sqlx::query(&format!(
+                "INSERT INTO analyses ({ANALYSIS_COLS}) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+            ))
+            .bind(a.id.as_uuid())
+            .bind(a.tenant_id.as_uuid())
+            .bind(a.created_by.map(|u| u.as_uuid()))
+            .bind(&a.url)
+            .bind(&a.company)
+            .bind(a.status.as_str())
+            .bind(a.job_id.map(|j| j.as_uuid()))
+            .bind(&sections)
+            .bind(a.report.as_deref())
+            .bind(a.error.as_deref())
+            .bind(a.created_at)
+            .bind(a.updated_at)
+            .bind(a.finished_at)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    async fn update_analysis(&self, a: &Analysis) -> StoreResult<()> {
+        let sections = to_json(&a.sections)?;
+        on_pool_write!(self, p => {
+            let r = sqlx::query(
+                "UPDATE analyses SET company = $3, status = $4, job_id = $5, sections = $6, \
+                 report = $7, error = $8, updated_at = $9, finished_at = $10 \
+                 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(a.tenant_id.as_uuid())
+            .bind(a.id.as_uuid())
+            .bind(&a.company)
+            .bind(a.status.as_str())
+            .bind(a.job_id.map(|j| j.as_uuid()))
+            .bind(&sections)
+            .bind(a.report.as_deref())
+            .bind(a.error.as_deref())
+            .bind(a.updated_at)
+            .bind(a.finished_at)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+            crate::one_row(r.rows_affected())
+        })
+    }
+
+    async fn get_analysis(
+        &self,
+        tenant: TenantId,
+        id: AnalysisId,
+    ) -> StoreResult<Option<Analysis>> {
+        on_pool!(self, p => {
+            Ok(fetch_opt!(sqlx::query(&format!(
+                "SELECT {ANALYSIS_COLS} FROM analyses WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid()), p, analysis_row))
+        })
+    }
+
+    async fn list_analyses(
+        &self,
+        tenant: TenantId,
+        created_by: Option<UserId>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<Analysis>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(
+                "SELECT id, tenant_id, created_by, url, company, status, job_id, sections, \
+                 CAST(NULL AS TEXT) AS report, error, created_at, updated_at, finished_at FROM analyses \
+                 WHERE tenant_id = $1 AND ($2 IS NULL OR created_by = $2) \
+                 AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
+            )
+            .bind(tenant.as_uuid())
+            .bind(created_by.map(|u| u.as_uuid()))
+            .bind(page.cursor)
+            .bind(page.fetch_limit()), p, analysis_row))
         })
     }
 }

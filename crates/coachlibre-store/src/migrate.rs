@@ -55,6 +55,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_skills.sql"),
         postgres: include_str!("../migrations/postgres/0007_skills.sql"),
     },
+    Migration {
+        version: 8,
+        name: "analyses",
+        sqlite: include_str!("../migrations/sqlite/0008_analyses.sql"),
+        postgres: include_str!("../migrations/postgres/0008_analyses.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.

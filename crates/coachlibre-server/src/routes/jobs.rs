@@ -185,6 +185,15 @@ pub async fn job_events(
     Path(id): Path<JobId>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let job = state.jobs.get(By::Actor(&actor), id).await?;
+    Ok(follow(&state, job))
+}
+
+/// The SSE stream of a job the caller may see (see [`job_events`]).
+pub(crate) fn follow(
+    state: &AppState,
+    job: Job,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    let id = job.id;
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let jobs = state.jobs.clone();
     let mut events = jobs.subscribe();
@@ -236,7 +245,7 @@ pub async fn job_events(
             rx,
             |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) },
         );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
 /// A named SSE event with a JSON body.

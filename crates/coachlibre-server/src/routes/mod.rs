@@ -2,6 +2,7 @@
 //! `coachlibre-core`, shape the answer. Every route is listed in [`crate::router`].
 
 pub mod agents;
+pub mod analysis;
 pub mod api_keys;
 pub mod approvals;
 pub mod audit;

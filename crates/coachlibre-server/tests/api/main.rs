@@ -2,6 +2,7 @@
 //! on SQLite and (when `TEST_DATABASE_URL` is set) PostgreSQL.
 
 mod agents;
+mod analysis;
 mod auth;
 mod errors;
 mod helpers;
