@@ -221,7 +221,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     init_tracing(config.log_format);
     match cli.command {
         Command::Serve { .. } => serve(config).await,
-        Command::Models(cmd) => crate::models::run(&config.models_dir(), cmd).await,
+        Command::Models(cmd) => crate::models::run(&config.models_dir(), Some(&config), cmd).await,
         Command::Chat(args) => crate::chat::run(&config, args).await,
         Command::Config => {
             print!("{}", config.to_masked_toml()?);

@@ -1,5 +1,6 @@
 //! `coachlibre models pull|list`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -84,7 +85,11 @@ fn size(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
 
-pub async fn run(models_dir: &Path, cmd: ModelsCmd) -> anyhow::Result<()> {
+pub async fn run(
+    models_dir: &Path,
+    config: Option<&coachlibre_server::config::Config>,
+    cmd: ModelsCmd,
+) -> anyhow::Result<()> {
     let puller = Puller::new(models_dir)?;
     match cmd {
         ModelsCmd::Pull {
@@ -122,9 +127,19 @@ pub async fn run(models_dir: &Path, cmd: ModelsCmd) -> anyhow::Result<()> {
             }
         }
         ModelsCmd::List => {
+            let users = match config {
+                Some(c) => users_of_models(c).await,
+                None => BTreeMap::new(),
+            };
+            let used = |name: &str| -> String {
+                users
+                    .get(name)
+                    .map(|u| u.join("; "))
+                    .unwrap_or_else(|| "-".to_owned())
+            };
             println!(
-                "{:<24} {:<10} {:<10} {:<10} SOURCE",
-                "NAME", "KIND", "STATE", "SIZE"
+                "{:<24} {:<10} {:<10} {:<10} {:<36} USED BY",
+                "NAME", "KIND", "STATE", "SIZE", "SOURCE"
             );
             for model in EMBEDDED {
                 let (state, bytes) = match puller.installed(model) {
@@ -132,14 +147,28 @@ pub async fn run(models_dir: &Path, cmd: ModelsCmd) -> anyhow::Result<()> {
                     None => ("missing", "-".to_owned()),
                 };
                 println!(
-                    "{:<24} {:<10} {:<10} {:<10} pypi:{}=={}",
+                    "{:<24} {:<10} {:<10} {:<10} {:<36} {}",
                     model.name,
                     model.kind.as_str(),
                     state,
                     bytes,
-                    model.package,
-                    model.version
+                    format!("pypi:{}=={}", model.package, model.version),
+                    used(model.name)
                 );
+            }
+            if let Some(c) = config {
+                for (name, p) in &c.providers {
+                    let kind = format!("{:?}", p.kind).to_lowercase();
+                    let what = format!("{kind} {} at {}", p.model, p.base_url);
+                    println!("provider {name:<15} {what:<55} {}", used(name));
+                }
+                for (name, members) in &c.chains {
+                    println!(
+                        "chain {name:<18} {:<55} {}",
+                        members.join(" → "),
+                        used(name)
+                    );
+                }
             }
             println!("models directory: {}", models_dir.display());
         }
@@ -157,4 +186,71 @@ pub fn missing(models_dir: &Path) -> Vec<&'static str> {
             .collect(),
         Err(_) => EMBEDDED.iter().map(|m| m.name).collect(),
     }
+}
+
+/// Who uses each model or chain: the skills, memory and knowledge embeddings (from the
+/// configuration) and every agent (from the database, when it exists already: listing models
+/// never creates one). A chain's users also use its members.
+async fn users_of_models(
+    config: &coachlibre_server::config::Config,
+) -> BTreeMap<String, Vec<String>> {
+    use coachlibre_core::page::{MAX_LIMIT, PageRequest};
+    use coachlibre_core::store::prelude::*;
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    users
+        .entry(config.skills.model.clone())
+        .or_default()
+        .push("skills".into());
+    users
+        .entry(config.agents.embedding_model.clone())
+        .or_default()
+        .push("memory and knowledge embeddings".into());
+    let url = config.database_url();
+    let exists = match url.strip_prefix("sqlite://") {
+        Some(path) => Path::new(path).exists(),
+        None => true,
+    };
+    if exists && let Ok(store) = coachlibre_server::open_store(config).await {
+        let mut agents: BTreeMap<String, u32> = BTreeMap::new();
+        for t in store.list_tenants().await.unwrap_or_default() {
+            let mut page = PageRequest {
+                limit: MAX_LIMIT,
+                cursor: None,
+            };
+            loop {
+                let rows = store
+                    .list_agents(t.id, None, &page)
+                    .await
+                    .unwrap_or_default();
+                let more = rows.len() > MAX_LIMIT as usize;
+                for a in rows.iter().take(MAX_LIMIT as usize) {
+                    *agents.entry(a.model.clone()).or_default() += 1;
+                }
+                match rows.get(MAX_LIMIT as usize - 1) {
+                    Some(last) if more => page.cursor = Some(last.id.as_uuid()),
+                    _ => break,
+                }
+            }
+        }
+        store.close().await;
+        for (model, n) in agents {
+            let who = if n == 1 {
+                "1 agent".to_owned()
+            } else {
+                format!("{n} agents")
+            };
+            users.entry(model).or_default().push(who);
+        }
+    }
+    // What uses a chain uses its members too.
+    for (chain, members) in &config.chains {
+        let via: Vec<String> = users
+            .get(chain)
+            .map(|u| u.iter().map(|w| format!("{w} via {chain}")).collect())
+            .unwrap_or_default();
+        for m in members {
+            users.entry(m.clone()).or_default().extend(via.clone());
+        }
+    }
+    users
 }

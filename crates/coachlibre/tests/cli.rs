@@ -523,3 +523,62 @@ fn a_worker_killed_mid_job_loses_nothing() {
         terminate(second);
     }
 }
+
+#[tokio::test]
+async fn models_list_shows_what_uses_each_model() {
+    let db = TestDb::sqlite().expect("db");
+    std::fs::write(
+        db.dir().join("coachlibre.toml"),
+        "[providers.ollama]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"llama3.2\"\n\n\
+         [chains]\ncoach = [\"ollama\", \"smollm2-135m-instruct\"]\n\n\
+         [skills]\nmodel = \"coach\"\n",
+    )
+    .expect("config");
+    // Before any database exists, listing models does not create one.
+    let out = run(&db, &["models", "list"]);
+    assert!(!db.dir().join("data").join("coachlibre.db").exists());
+    let line = |out: &str, start: &str| {
+        out.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line for {start}: {out}"))
+            .to_owned()
+    };
+    assert!(
+        line(&out, "all-minilm").contains("memory and knowledge embeddings"),
+        "{out}"
+    );
+    assert!(line(&out, "chain coach").contains("skills"), "{out}");
+    assert!(
+        line(&out, "provider ollama").contains("skills via coach"),
+        "{out}"
+    );
+
+    // An agent on the embedded model is counted.
+    let (child, addr, _) = serve(&db, &[("COACHLIBRE_ADMIN_PASSWORD", "a chosen password")]);
+    let client = reqwest::Client::new();
+    let login: serde_json::Value = client
+        .post(format!("http://{addr}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token");
+    let created = client
+        .post(format!("http://{addr}/api/v1/agents"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"template": "life-coach"}))
+        .send()
+        .await
+        .expect("agent");
+    assert_eq!(created.status(), 201);
+    terminate(child);
+    let out = run(&db, &["models", "list"]);
+    let smol = line(&out, "smollm2");
+    assert!(
+        smol.contains("1 agent") && smol.contains("skills via coach"),
+        "{out}"
+    );
+}
