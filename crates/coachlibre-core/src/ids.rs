@@ -140,6 +140,14 @@ id_type!(
     /// A business analysis of a company's website.
     AnalysisId
 );
+id_type!(
+    /// A version of a workflow definition.
+    WorkflowId
+);
+id_type!(
+    /// One run of a workflow.
+    WorkflowRunId
+);
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,7 @@ pub mod schema;
 pub mod store;
 pub mod tenant;
 pub mod user;
+pub mod workflow;
 
 pub use error::{Error, Result};
 

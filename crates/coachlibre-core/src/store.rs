@@ -22,7 +22,7 @@ use crate::goal::{Goal, Notification, Reminder};
 use crate::ids::{
     AgentId, AnalysisId, ApiKeyId, ApprovalId, ChunkId, CollectionId, ConversationId, DocumentId,
     GoalId, JobId, MemoryId, MessageId, NotificationId, RefreshTokenId, ReminderId, ScheduleId,
-    SessionFamilyId, TenantId, UserId,
+    SessionFamilyId, TenantId, UserId, WorkflowRunId,
 };
 use crate::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule, StoredSkill};
 use crate::knowledge::{Chunk, Collection, Document};
@@ -30,6 +30,7 @@ use crate::memory::{Memory, Profile};
 use crate::page::PageRequest;
 use crate::tenant::Tenant;
 use crate::user::{Email, MfaState, Role, User};
+use crate::workflow::{StoredWorkflow, WorkflowRun};
 
 /// What a backend can report.
 #[derive(Debug, thiserror::Error)]
@@ -540,6 +541,36 @@ pub trait AnalysisStore {
     ) -> StoreResult<Vec<Analysis>>;
 }
 
+/// Workflow definitions (versioned) and runs.
+#[async_trait]
+pub trait WorkflowStore {
+    /// Store a new version (the caller numbers it: latest + 1; a race is a conflict).
+    async fn insert_workflow(&self, w: &StoredWorkflow) -> StoreResult<()>;
+    /// The latest version of the tenant's workflow of that name.
+    async fn latest_workflow(
+        &self,
+        tenant: TenantId,
+        name: &str,
+    ) -> StoreResult<Option<StoredWorkflow>>;
+    /// The latest version of each of the tenant's workflows, by name.
+    async fn list_workflows(&self, tenant: TenantId) -> StoreResult<Vec<StoredWorkflow>>;
+    async fn insert_run(&self, r: &WorkflowRun) -> StoreResult<()>;
+    /// Status, steps, error, job, times.
+    async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()>;
+    async fn get_run(
+        &self,
+        tenant: TenantId,
+        id: WorkflowRunId,
+    ) -> StoreResult<Option<WorkflowRun>>;
+    /// Newest first; with `workflow`, that workflow's runs only.
+    async fn list_runs(
+        &self,
+        tenant: TenantId,
+        workflow: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<WorkflowRun>>;
+}
+
 /// Skills a tenant added.
 #[async_trait]
 pub trait SkillStore {
@@ -673,6 +704,7 @@ pub trait Store:
     + JobStore
     + SkillStore
     + AnalysisStore
+    + WorkflowStore
     + SystemStore
     + Send
     + Sync
@@ -693,6 +725,7 @@ impl<T> Store for T where
         + JobStore
         + SkillStore
         + AnalysisStore
+        + WorkflowStore
         + SystemStore
         + Send
         + Sync

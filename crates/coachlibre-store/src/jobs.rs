@@ -10,12 +10,15 @@ use coachlibre_core::Timestamp;
 use coachlibre_core::analysis::{Analysis, AnalysisStatus};
 use coachlibre_core::conversation::Message;
 use coachlibre_core::goal::Reminder;
-use coachlibre_core::ids::{AnalysisId, JobId, ReminderId, ScheduleId, TenantId, UserId};
+use coachlibre_core::ids::{
+    AnalysisId, JobId, ReminderId, ScheduleId, TenantId, UserId, WorkflowRunId,
+};
 use coachlibre_core::job::{
     Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule, StoredSkill,
 };
 use coachlibre_core::page::PageRequest;
-use coachlibre_core::store::{AnalysisStore, JobStore, SkillStore, StoreResult};
+use coachlibre_core::store::{AnalysisStore, JobStore, SkillStore, StoreResult, WorkflowStore};
+use coachlibre_core::workflow::{RunStatus, StoredWorkflow, WorkflowRun};
 use uuid::Uuid;
 
 use crate::coaching::{
@@ -941,6 +944,185 @@ impl AnalysisStore for SqlStore {
             .bind(created_by.map(|u| u.as_uuid()))
             .bind(page.cursor)
             .bind(page.fetch_limit()), p, analysis_row))
+        })
+    }
+}
+
+const WORKFLOW_COLS: &str = "id, tenant_id, name, version, definition, created_by, created_at";
+const RUN_COLS: &str = "id, tenant_id, workflow, version, definition, status, origin, input, \
+    steps, error, job_id, created_by, created_at, updated_at, finished_at";
+
+macro_rules! workflow_row {
+    ($r:expr) => {{
+        let r = &$r;
+        StoredWorkflow {
+            id: col!(r, "id", Uuid).into(),
+            tenant_id: col!(r, "tenant_id", Uuid).into(),
+            name: col!(r, "name"),
+            version: attempts_of(col!(r, "version", i32)),
+            definition: from_json(&col!(r, "definition", String))?,
+            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
+            created_at: col!(r, "created_at"),
+        }
+    }};
+}
+
+macro_rules! run_row {
+    ($r:expr) => {{
+        let r = &$r;
+        WorkflowRun {
+            id: col!(r, "id", Uuid).into(),
+            tenant_id: col!(r, "tenant_id", Uuid).into(),
+            workflow: col!(r, "workflow"),
+            version: attempts_of(col!(r, "version", i32)),
+            definition: from_json(&col!(r, "definition", String))?,
+            status: parse_enum(&col!(r, "status", String), RunStatus::parse)?,
+            trigger: col!(r, "origin"),
+            input: from_json(&col!(r, "input", String))?,
+            steps: from_json(&col!(r, "steps", String))?,
+            error: col!(r, "error"),
+            job_id: col!(r, "job_id", Option<Uuid>).map(Into::into),
+            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
+            created_at: col!(r, "created_at"),
+            updated_at: col!(r, "updated_at"),
+            finished_at: col!(r, "finished_at"),
+        }
+    }};
+}
+
+#[async_trait]
+impl WorkflowStore for SqlStore {
+    async fn insert_workflow(&self, w: &StoredWorkflow) -> StoreResult<()> {
+        let def = to_json(&w.definition)?;
+        on_pool_write!(self, p => {
+            sqlx::query(&format!(
+                "INSERT INTO workflows ({WORKFLOW_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            ))
+            .bind(w.id.as_uuid())
+            .bind(w.tenant_id.as_uuid())
+            .bind(&w.name)
+            .bind(attempts_col(w.version))
+            .bind(&def)
+            .bind(w.created_by.map(|u| u.as_uuid()))
+            .bind(w.created_at)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    async fn latest_workflow(
+        &self,
+        tenant: TenantId,
+        name: &str,
+    ) -> StoreResult<Option<StoredWorkflow>> {
+        on_pool!(self, p => {
+            Ok(fetch_opt!(sqlx::query(&format!(
+                "SELECT {WORKFLOW_COLS} FROM workflows WHERE tenant_id = $1 AND name = $2 \
+                 ORDER BY version DESC LIMIT 1"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(name), p, workflow_row))
+        })
+    }
+
+    async fn list_workflows(&self, tenant: TenantId) -> StoreResult<Vec<StoredWorkflow>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(&format!(
+                "SELECT {WORKFLOW_COLS} FROM workflows w WHERE tenant_id = $1 AND version = \
+                 (SELECT MAX(version) FROM workflows v WHERE v.tenant_id = w.tenant_id \
+                 AND v.name = w.name) ORDER BY name LIMIT 1000"
+            ))
+            .bind(tenant.as_uuid()), p, workflow_row))
+        })
+    }
+
+    async fn insert_run(&self, r: &WorkflowRun) -> StoreResult<()> {
+        let (def, input, steps) = (
+            to_json(&r.definition)?,
+            to_json(&r.input)?,
+            to_json(&r.steps)?,
+        );
+        on_pool_write!(self, p => {
+            sqlx::query(&format!(
+                "INSERT INTO workflow_runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                 $9, $10, $11, $12, $13, $14, $15)"
+            ))
+            .bind(r.id.as_uuid())
+            .bind(r.tenant_id.as_uuid())
+            .bind(&r.workflow)
+            .bind(attempts_col(r.version))
+            .bind(&def)
+            .bind(r.status.as_str())
+            .bind(&r.trigger)
+            .bind(&input)
+            .bind(&steps)
+            .bind(r.error.as_deref())
+            .bind(r.job_id.map(|j| j.as_uuid()))
+            .bind(r.created_by.map(|u| u.as_uuid()))
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .bind(r.finished_at)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+        });
+        Ok(())
+    }
+
+    async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()> {
+        let steps = to_json(&r.steps)?;
+        on_pool_write!(self, p => {
+            let done = sqlx::query(
+                "UPDATE workflow_runs SET status = $3, steps = $4, error = $5, job_id = $6, \
+                 updated_at = $7, finished_at = $8 WHERE tenant_id = $1 AND id = $2",
+            )
+            .bind(r.tenant_id.as_uuid())
+            .bind(r.id.as_uuid())
+            .bind(r.status.as_str())
+            .bind(&steps)
+            .bind(r.error.as_deref())
+            .bind(r.job_id.map(|j| j.as_uuid()))
+            .bind(r.updated_at)
+            .bind(r.finished_at)
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+            crate::one_row(done.rows_affected())
+        })
+    }
+
+    async fn get_run(
+        &self,
+        tenant: TenantId,
+        id: WorkflowRunId,
+    ) -> StoreResult<Option<WorkflowRun>> {
+        on_pool!(self, p => {
+            Ok(fetch_opt!(sqlx::query(&format!(
+                "SELECT {RUN_COLS} FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(id.as_uuid()), p, run_row))
+        })
+    }
+
+    async fn list_runs(
+        &self,
+        tenant: TenantId,
+        workflow: Option<&str>,
+        page: &PageRequest,
+    ) -> StoreResult<Vec<WorkflowRun>> {
+        on_pool!(self, p => {
+            Ok(fetch_vec!(sqlx::query(&format!(
+                "SELECT {RUN_COLS} FROM workflow_runs WHERE tenant_id = $1 \
+                 AND ($2 IS NULL OR workflow = $2) AND ($3 IS NULL OR id < $3) \
+                 ORDER BY id DESC LIMIT $4"
+            ))
+            .bind(tenant.as_uuid())
+            .bind(workflow)
+            .bind(page.cursor)
+            .bind(page.fetch_limit()), p, run_row))
         })
     }
 }

@@ -61,6 +61,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_analyses.sql"),
         postgres: include_str!("../migrations/postgres/0008_analyses.sql"),
     },
+    Migration {
+        version: 9,
+        name: "workflows",
+        sqlite: include_str!("../migrations/sqlite/0009_workflows.sql"),
+        postgres: include_str!("../migrations/postgres/0009_workflows.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.

@@ -1,0 +1,443 @@
+//! Workflows: a DAG of steps (skill, fan-out over a list, fan-in, condition, transform),
+//! stored per tenant and versioned; each run is a job (`workflow.run`) that executes the steps
+//! whose dependencies are done (in parallel when several are), records every step's input,
+//! output, attempts, timings and error as it finishes, retries a failing step by its policy,
+//! and, when the job is taken over after a crash, resumes from the steps already finished.
+
+pub mod definition;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coachlibre_core::accounts::By;
+use coachlibre_core::ids::{TenantId, WorkflowId, WorkflowRunId};
+use coachlibre_core::job::{Job, NewJob};
+use coachlibre_core::page::{Page, PageRequest};
+use coachlibre_core::store::{Store, StoreError};
+use coachlibre_core::workflow::{RunStatus, StepState, StoredWorkflow, WorkflowRun};
+use coachlibre_core::{Error, Result};
+use coachlibre_jobs::{Handler, JobContext, JobError, Jobs};
+use coachlibre_skills::Catalog;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+pub use definition::{Action, Step, Workflow};
+
+/// Runs workflows.
+pub const RUN: &str = "workflow.run";
+
+/// The payload of a [`RUN`] job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunPayload {
+    pub run_id: WorkflowRunId,
+}
+
+/// Workflows as the API and the CLI see them.
+#[derive(Clone)]
+pub struct Workflows {
+    store: Arc<dyn Store>,
+    jobs: Jobs,
+    catalog: Catalog,
+}
+
+impl std::fmt::Debug for Workflows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Workflows")
+    }
+}
+
+fn staff(by: By<'_>) -> Result<()> {
+    match by {
+        By::Actor(a) => a.require_coach(),
+        By::Operator(_) => Ok(()),
+    }
+}
+
+impl Workflows {
+    pub fn new(store: Arc<dyn Store>, jobs: Jobs, catalog: Catalog) -> Self {
+        Self {
+            store,
+            jobs,
+            catalog,
+        }
+    }
+
+    /// Save a definition (admins): version 1, or the next version of the same name.
+    pub async fn save(&self, by: By<'_>, definition: Value) -> Result<StoredWorkflow> {
+        by.require_admin()?;
+        by.require_write()?;
+        let w = Workflow::parse(&definition).map_err(|e| Error::invalid("definition", e.0))?;
+        for skill in w.skills() {
+            self.catalog.find(by.tenant(), skill).await.map_err(|_| {
+                Error::invalid("definition", format!("there is no skill '{skill}'"))
+            })?;
+        }
+        let version = self
+            .store
+            .latest_workflow(by.tenant(), &w.name)
+            .await?
+            .map_or(1, |l| l.version + 1);
+        let stored = StoredWorkflow {
+            id: WorkflowId::generate(),
+            tenant_id: by.tenant(),
+            name: w.name.clone(),
+            version,
+            definition,
+            created_by: by.actor_id(),
+            created_at: coachlibre_core::now(),
+        };
+        self.store
+            .insert_workflow(&stored)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => {
+                    Error::Conflict("the workflow changed meanwhile; save again".into())
+                }
+                other => other.into(),
+            })?;
+        Ok(stored)
+    }
+
+    /// The latest version of each workflow (coaches and admins).
+    pub async fn list(&self, by: By<'_>) -> Result<Vec<StoredWorkflow>> {
+        staff(by)?;
+        Ok(self.store.list_workflows(by.tenant()).await?)
+    }
+
+    pub async fn get(&self, by: By<'_>, name: &str) -> Result<StoredWorkflow> {
+        staff(by)?;
+        self.store
+            .latest_workflow(by.tenant(), name)
+            .await?
+            .ok_or_else(|| Error::not_found("workflow"))
+    }
+
+    /// Start a run of the latest version with `input` (coaches and admins); `trigger` says
+    /// what started it (`api`, `cli`, `schedule`...).
+    pub async fn start(
+        &self,
+        by: By<'_>,
+        name: &str,
+        input: Value,
+        trigger: &str,
+    ) -> Result<WorkflowRun> {
+        by.require_write()?;
+        let w = self.get(by, name).await?;
+        let now = coachlibre_core::now();
+        let mut run = WorkflowRun {
+            id: WorkflowRunId::generate(),
+            tenant_id: by.tenant(),
+            workflow: w.name.clone(),
+            version: w.version,
+            definition: w.definition,
+            status: RunStatus::Pending,
+            trigger: trigger.to_owned(),
+            input,
+            steps: BTreeMap::new(),
+            error: None,
+            job_id: None,
+            created_by: by.actor_id(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        };
+        self.store.insert_run(&run).await?;
+        let payload = serde_json::to_value(RunPayload { run_id: run.id })
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let mut job = NewJob::new(run.tenant_id, RUN, payload)
+            .max_attempts(5)
+            .key(format!("workflow-run:{}", run.id));
+        job.created_by = run.created_by;
+        let (job, _) = self.jobs.enqueue(job).await?;
+        run.job_id = Some(job.id);
+        self.store.update_run(&run).await?;
+        Ok(run)
+    }
+
+    pub async fn run(&self, by: By<'_>, id: WorkflowRunId) -> Result<WorkflowRun> {
+        staff(by)?;
+        self.store
+            .get_run(by.tenant(), id)
+            .await?
+            .ok_or_else(|| Error::not_found("workflow run"))
+    }
+
+    pub async fn runs(
+        &self,
+        by: By<'_>,
+        workflow: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<Page<WorkflowRun>> {
+        staff(by)?;
+        let rows = self.store.list_runs(by.tenant(), workflow, page).await?;
+        Ok(Page::from_rows(rows, page, |r| r.id.as_uuid()))
+    }
+}
+
+/// The [`RUN`] job handler.
+#[derive(Debug, Clone)]
+pub struct RunWorkflow {
+    catalog: Catalog,
+    /// Wait before a failed step's next attempt (doubles each time).
+    retry_delay: Duration,
+}
+
+impl RunWorkflow {
+    pub fn new(catalog: Catalog) -> Self {
+        Self {
+            catalog,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+
+    /// With another delay between a step's attempts (tests).
+    pub fn retry_delay(mut self, d: Duration) -> Self {
+        self.retry_delay = d;
+        self
+    }
+}
+
+/// Run one attempt of a step.
+async fn execute(
+    catalog: &Catalog,
+    tenant: TenantId,
+    step: &Step,
+    ctx: &Value,
+) -> std::result::Result<(Value, Value), String> {
+    match &step.action {
+        Action::Skill { skill, input } => {
+            let input = definition::render(input, ctx);
+            let out = catalog
+                .run(tenant, skill, &input)
+                .await
+                .map_err(|e| e.to_string())?;
+            let out = serde_json::to_value(out).map_err(|e| e.to_string())?;
+            Ok((input, out))
+        }
+        Action::Map { over, skill, input } => {
+            let items = definition::lookup(ctx, over)
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| format!("'{over}' is not a list"))?;
+            let mut outputs = Vec::with_capacity(items.len());
+            let mut inputs = Vec::with_capacity(items.len());
+            for item in &items {
+                let mut item_ctx = ctx.clone();
+                if let Some(m) = item_ctx.as_object_mut() {
+                    m.insert("item".into(), item.clone());
+                }
+                let input = definition::render(input, &item_ctx);
+                let out = catalog
+                    .run(tenant, skill, &input)
+                    .await
+                    .map_err(|e| format!("item {}: {e}", outputs.len()))?;
+                inputs.push(input);
+                outputs.push(serde_json::to_value(out).map_err(|e| e.to_string())?);
+            }
+            Ok((Value::Array(inputs), Value::Array(outputs)))
+        }
+        Action::Aggregate { template } => Ok((
+            Value::Null,
+            serde_json::json!({"text": definition::render_text(template, ctx)}),
+        )),
+        Action::Condition {
+            path,
+            equals,
+            contains,
+        } => {
+            let v = definition::lookup(ctx, path)
+                .cloned()
+                .unwrap_or(Value::Null);
+            let passed = match (equals, contains) {
+                (Some(e), _) => &v == e,
+                (None, Some(c)) => match &v {
+                    Value::String(s) => s.contains(c.as_str()),
+                    other => other.to_string().contains(c.as_str()),
+                },
+                (None, None) => !(v.is_null() || v == Value::Bool(false)),
+            };
+            Ok((v, serde_json::json!({"passed": passed})))
+        }
+        Action::Transform { value } => Ok((Value::Null, definition::render(value, ctx))),
+    }
+}
+
+#[async_trait]
+impl Handler for RunWorkflow {
+    async fn run(&self, ctx: &JobContext, job: &Job) -> std::result::Result<Value, JobError> {
+        let p: RunPayload = serde_json::from_value(job.payload.clone())
+            .map_err(|e| JobError::Permanent(format!("bad workflow payload: {e}")))?;
+        let store = ctx.store.clone();
+        let retry = |e: StoreError| JobError::Retry(e.to_string());
+        let mut run = store
+            .get_run(job.tenant_id, p.run_id)
+            .await
+            .map_err(retry)?
+            .ok_or_else(|| JobError::Permanent("the run was deleted".into()))?;
+        let w = Workflow::parse(&run.definition)
+            .map_err(|e| JobError::Permanent(format!("stored definition: {}", e.0)))?;
+        run.status = RunStatus::Running;
+        // Steps interrupted by a crash start again; finished ones are kept.
+        for state in run.steps.values_mut() {
+            if state.status == Some(RunStatus::Running) {
+                state.status = Some(RunStatus::Pending);
+            }
+        }
+        run.updated_at = coachlibre_core::now();
+        store.update_run(&run).await.map_err(retry)?;
+        let total = u64::try_from(w.steps.len()).unwrap_or(0);
+        let status_of = |run: &WorkflowRun, id: &str| run.steps.get(id).and_then(|s| s.status);
+        let mut running: JoinSet<(String, u32, std::result::Result<(Value, Value), String>)> =
+            JoinSet::new();
+        loop {
+            // Skip what cannot run: after a failed or skipped step, or a false condition.
+            for s in &w.steps {
+                if status_of(&run, &s.id).is_some_and(RunStatus::is_final)
+                    || status_of(&run, &s.id) == Some(RunStatus::Running)
+                {
+                    continue;
+                }
+                let blocked = s.needs.iter().find_map(|n| match status_of(&run, n) {
+                    Some(RunStatus::Failed) => Some(format!("'{n}' failed")),
+                    Some(RunStatus::Skipped) => Some(format!("'{n}' was skipped")),
+                    Some(RunStatus::Succeeded)
+                        if run
+                            .steps
+                            .get(n)
+                            .and_then(|st| st.output.as_ref())
+                            .and_then(|o| o.get("passed"))
+                            == Some(&Value::Bool(false))
+                            && matches!(
+                                w.steps.iter().find(|x| &x.id == n).map(|x| &x.action),
+                                Some(Action::Condition { .. })
+                            ) =>
+                    {
+                        Some(format!("the condition '{n}' was false"))
+                    }
+                    _ => None,
+                });
+                if let Some(why) = blocked {
+                    let st = run.steps.entry(s.id.clone()).or_default();
+                    st.status = Some(RunStatus::Skipped);
+                    st.error = Some(format!("not run: {why}"));
+                    st.finished_at = Some(coachlibre_core::now());
+                }
+            }
+            // Start what is ready.
+            let outputs: BTreeMap<String, Value> = run
+                .steps
+                .iter()
+                .filter(|(_, s)| s.status == Some(RunStatus::Succeeded))
+                .filter_map(|(id, s)| s.output.clone().map(|o| (id.clone(), o)))
+                .collect();
+            let template_ctx = definition::context(&run.input, &outputs, None);
+            for s in &w.steps {
+                let state = status_of(&run, &s.id);
+                let ready = !state.is_some_and(RunStatus::is_final)
+                    && state != Some(RunStatus::Running)
+                    && s.needs
+                        .iter()
+                        .all(|n| status_of(&run, n) == Some(RunStatus::Succeeded));
+                if !ready {
+                    continue;
+                }
+                let st = run.steps.entry(s.id.clone()).or_default();
+                st.status = Some(RunStatus::Running);
+                st.started_at = Some(coachlibre_core::now());
+                let (catalog, step, tctx, tenant, delay) = (
+                    self.catalog.clone(),
+                    s.clone(),
+                    template_ctx.clone(),
+                    job.tenant_id,
+                    self.retry_delay,
+                );
+                let earlier = st.attempts;
+                running.spawn(async move {
+                    let mut attempts = earlier;
+                    let mut wait = delay;
+                    loop {
+                        attempts += 1;
+                        match execute(&catalog, tenant, &step, &tctx).await {
+                            Ok(v) => return (step.id, attempts, Ok(v)),
+                            Err(e) if attempts - earlier >= step.attempts => {
+                                return (step.id, attempts, Err(e));
+                            }
+                            Err(_) => {
+                                tokio::time::sleep(wait).await;
+                                wait *= 2;
+                            }
+                        }
+                    }
+                });
+            }
+            run.updated_at = coachlibre_core::now();
+            store.update_run(&run).await.map_err(retry)?;
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            let (id, attempts, result) = done.map_err(|e| JobError::Retry(e.to_string()))?;
+            let st: &mut StepState = run.steps.entry(id.clone()).or_default();
+            st.attempts = attempts;
+            st.finished_at = Some(coachlibre_core::now());
+            match result {
+                Ok((input, output)) => {
+                    st.status = Some(RunStatus::Succeeded);
+                    st.input = (!input.is_null()).then_some(input);
+                    st.output = Some(output);
+                    st.error = None;
+                }
+                Err(e) => {
+                    st.status = Some(RunStatus::Failed);
+                    st.error = Some(e);
+                }
+            }
+            let finished = run
+                .steps
+                .values()
+                .filter(|s| s.status.is_some_and(RunStatus::is_final))
+                .count();
+            ctx.progress(
+                u64::try_from(finished).unwrap_or(0),
+                Some(total),
+                format!(
+                    "step {id} {}",
+                    run.steps[&id].status.map_or("", RunStatus::as_str)
+                ),
+            )
+            .await;
+        }
+        let failed: Vec<&String> = run
+            .steps
+            .iter()
+            .filter(|(_, s)| s.status == Some(RunStatus::Failed))
+            .map(|(id, _)| id)
+            .collect();
+        run.status = if failed.is_empty() {
+            RunStatus::Succeeded
+        } else {
+            RunStatus::Failed
+        };
+        run.error = (!failed.is_empty()).then(|| {
+            format!(
+                "failed steps: {}",
+                failed
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        });
+        run.finished_at = Some(coachlibre_core::now());
+        run.updated_at = coachlibre_core::now();
+        store.update_run(&run).await.map_err(retry)?;
+        // The job succeeded in running the workflow, whatever the steps did.
+        Ok(serde_json::json!({"run_id": run.id, "status": run.status}))
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
+}
