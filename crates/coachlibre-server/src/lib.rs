@@ -74,6 +74,7 @@ use crate::state::{AppState, Limits};
         (name = "jobs", description = "Background jobs and cron schedules"),
         (name = "skills", description = "Skills: prompt programs run as jobs"),
         (name = "analysis", description = "Business analyses of a website, exported as reports"),
+        (name = "workflows", description = "Workflows: DAGs of steps, versioned, run as jobs"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -95,7 +96,7 @@ impl Modify for BearerAuth {
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
         agents, analysis, api_keys, approvals, audit, auth, clients, conversations, health, jobs,
-        knowledge, me, openai, skills, users,
+        knowledge, me, openai, skills, users, workflows,
     };
 
     let public = OpenApiRouter::new()
@@ -179,6 +180,10 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(analysis::get_analysis))
         .routes(routes!(analysis::analysis_events))
         .routes(routes!(analysis::analysis_report))
+        .routes(routes!(workflows::list_workflows, workflows::save_workflow))
+        .routes(routes!(workflows::get_workflow))
+        .routes(routes!(workflows::list_runs, workflows::start_run))
+        .routes(routes!(workflows::get_run))
         .merge(
             // Uploads get their own body limit (the extracted text is checked again).
             OpenApiRouter::new()
@@ -332,6 +337,8 @@ pub fn build_state(
         .allow_private_urls(config.knowledge.allow_private_urls);
     let (registry, catalog) = job_registry(&config, store.clone(), models.clone());
     let jobs = coachlibre_jobs::Jobs::new(store.clone(), registry);
+    let workflows =
+        coachlibre_workflows::Workflows::new(store.clone(), jobs.clone(), catalog.clone());
     let skills = coachlibre_skills::Skills::new(catalog, jobs.clone());
     let analyses = coachlibre_analysis::Analyses::new(store.clone(), jobs.clone());
     let runtime = Runtime::new(store.clone(), models)
@@ -342,6 +349,7 @@ pub fn build_state(
         jobs,
         skills,
         analyses,
+        workflows,
         auth: Auth::new(store.clone(), keys, policy),
         accounts: Accounts::new(store.clone()),
         coaching: Coaching::new(store.clone(), runtime),
@@ -363,6 +371,10 @@ pub fn job_registry(
     registry.register(
         coachlibre_skills::RUN,
         Arc::new(coachlibre_skills::RunSkill(catalog.clone())),
+    );
+    registry.register(
+        coachlibre_workflows::RUN,
+        Arc::new(coachlibre_workflows::RunWorkflow::new(catalog.clone())),
     );
     registry.register(
         coachlibre_analysis::RUN,

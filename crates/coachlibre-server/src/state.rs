@@ -32,6 +32,7 @@ pub struct AppState {
     pub jobs: Jobs,
     pub skills: Skills,
     pub analyses: coachlibre_analysis::Analyses,
+    pub workflows: coachlibre_workflows::Workflows,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub config: Arc<Config>,

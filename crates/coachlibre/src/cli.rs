@@ -69,6 +69,9 @@ enum Command {
     /// Inspect and manage background jobs.
     #[command(subcommand)]
     Jobs(crate::jobs::JobsCmd),
+    /// List and run workflows.
+    #[command(subcommand)]
+    Workflow(crate::workflow::WorkflowCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +241,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Index(IndexCmd::Rebuild) => index_rebuild(&config).await,
         Command::Worker => coachlibre_server::run_worker(config, shutdown_signal()).await,
+        Command::Workflow(cmd) => {
+            let store = open_store(&config).await?;
+            let accounts = Accounts::new(store.clone());
+            let result = crate::workflow::run(&config, &accounts, store.clone(), cmd).await;
+            store.close().await;
+            result
+        }
         Command::Jobs(cmd) => {
             let store = open_store(&config).await?;
             let accounts = Accounts::new(store.clone());

@@ -5,6 +5,7 @@ mod chat;
 mod cli;
 mod jobs;
 mod models;
+mod workflow;
 
 use clap::Parser;
 

@@ -582,3 +582,35 @@ async fn models_list_shows_what_uses_each_model() {
         "{out}"
     );
 }
+
+#[test]
+fn workflows_are_saved_and_run_from_the_command_line() {
+    let db = TestDb::sqlite().expect("db");
+    run(&db, &["tenant", "create", "default", "--name", "Practice"]);
+    let file = db.dir().join("flow.json");
+    std::fs::write(
+        &file,
+        r#"{"name": "shape", "description": "Two transforms", "steps": [
+            {"id": "a", "kind": "transform", "value": {"n": "{{input.n}}"}},
+            {"id": "b", "kind": "aggregate", "template": "n is {{steps.a.n}}", "needs": ["a"]}]}"#,
+    )
+    .expect("write");
+    let out = run(&db, &["workflow", "save", file.to_str().expect("path")]);
+    assert!(out.contains("saved shape version 1"), "{out}");
+    let out = run(&db, &["workflow", "list"]);
+    assert!(
+        out.contains("shape") && out.contains("Two transforms"),
+        "{out}"
+    );
+    let w = worker(&db);
+    let out = run(&db, &["workflow", "run", "shape", "--input", r#"{"n": 7}"#]);
+    assert!(out.contains("succeeded"), "{out}");
+    assert!(out.contains("  b ") || out.contains(" b  "), "{out}");
+    terminate(w);
+    let bad = coachlibre(&db)
+        .args(["workflow", "run", "nope"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not found"));
+}

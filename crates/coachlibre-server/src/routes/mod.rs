@@ -16,6 +16,7 @@ pub mod me;
 pub mod openai;
 pub mod skills;
 pub mod users;
+pub mod workflows;
 
 use coachlibre_core::page::PageRequest;
 use serde::Deserialize;

@@ -12,3 +12,4 @@ mod knowledge;
 mod operations;
 mod skills;
 mod users;
+mod workflows;
