@@ -15,6 +15,14 @@ pub const FILES: &[(&str, &str)] = &[
         include_str!("../skills/competitor-intelligence.toml"),
     ),
     (
+        "crew-supervisor.toml",
+        include_str!("../skills/crew-supervisor.toml"),
+    ),
+    (
+        "crew-worker.toml",
+        include_str!("../skills/crew-worker.toml"),
+    ),
+    (
         "customer-insight-miner.toml",
         include_str!("../skills/customer-insight-miner.toml"),
     ),

@@ -116,7 +116,7 @@ impl Drop for World {
 
 #[test]
 fn every_builtin_skill_parses() {
-    assert_eq!(builtin::FILES.len(), 15);
+    assert_eq!(builtin::FILES.len(), 17);
     let mut names = Vec::new();
     for (file, text) in builtin::FILES {
         let s = coachlibre_skills::Skill::parse(text).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -127,7 +127,13 @@ fn every_builtin_skill_parses() {
     for n in builtin::BUSINESS_INTELLIGENCE {
         assert!(names.iter().any(|x| x == n), "{n}");
     }
-    for n in ["session-summary", "smart-goal", "weekly-action-plan"] {
+    for n in [
+        "session-summary",
+        "smart-goal",
+        "weekly-action-plan",
+        "crew-worker",
+        "crew-supervisor",
+    ] {
         assert!(names.iter().any(|x| x == n), "{n}");
     }
 }
@@ -297,7 +303,7 @@ sections = ["Letter"]
         let info = w.skills.put(By::Actor(&w.admin), def).await.unwrap();
         assert!(!info.builtin);
         let listed = w.skills.list(By::Actor(&w.coach)).await.unwrap();
-        assert_eq!(listed.len(), 16);
+        assert_eq!(listed.len(), 18);
         assert!(
             listed
                 .iter()
@@ -329,6 +335,6 @@ sections = ["Letter"]
             .delete(By::Actor(&w.admin), "gratitude-letter")
             .await
             .unwrap();
-        assert_eq!(w.skills.list(By::Actor(&w.admin)).await.unwrap().len(), 15);
+        assert_eq!(w.skills.list(By::Actor(&w.admin)).await.unwrap().len(), 17);
     }
 }

@@ -61,6 +61,22 @@ pub enum Action {
     },
     /// Shape data: the output is `value` with its placeholders filled.
     Transform { value: Value },
+    /// One role of a crew: a worker drafts, a supervisor checks the draft against each
+    /// criterion, the worker revises with the critique, until the acceptance gate passes
+    /// (every criterion met) or `max_rounds` is reached (the step then fails, with the
+    /// reasons). The worker sees the texts of the steps it needs. Output: `{"text",
+    /// "accepted": true, "rounds": [{"round", "unmet", "feedback"}]}`.
+    Crew {
+        role: String,
+        task: String,
+        criteria: Vec<String>,
+        #[serde(default = "three")]
+        max_rounds: u32,
+    },
+}
+
+fn three() -> u32 {
+    3
 }
 
 /// Why a definition was refused.
@@ -108,6 +124,18 @@ impl Workflow {
             if !(1..=10).contains(&s.attempts) {
                 return bad(format!("step '{}': attempts must be 1 to 10", s.id));
             }
+            if let Action::Crew {
+                criteria,
+                max_rounds,
+                ..
+            } = &s.action
+                && (criteria.is_empty() || !(1..=10).contains(max_rounds))
+            {
+                return bad(format!(
+                    "step '{}': a crew role needs criteria and 1 to 10 rounds",
+                    s.id
+                ));
+            }
         }
         for s in &self.steps {
             for n in &s.needs {
@@ -151,6 +179,12 @@ impl Workflow {
                 Action::Skill { skill, .. } | Action::Map { skill, .. } => Some(skill.as_str()),
                 _ => None,
             })
+            .chain(
+                self.steps
+                    .iter()
+                    .filter(|s| matches!(s.action, Action::Crew { .. }))
+                    .flat_map(|_| [crate::CREW_WORKER, crate::CREW_SUPERVISOR]),
+            )
             .collect()
     }
 

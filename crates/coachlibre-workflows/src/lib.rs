@@ -28,6 +28,38 @@ pub use definition::{Action, Step, Workflow};
 
 /// Runs workflows.
 pub const RUN: &str = "workflow.run";
+/// The skills a crew role runs.
+pub const CREW_WORKER: &str = "crew-worker";
+pub const CREW_SUPERVISOR: &str = "crew-supervisor";
+
+/// Workflow templates shipped in the binary: `(name, JSON definition)`. A tenant's own
+/// workflow of the same name takes precedence.
+pub const TEMPLATES: &[(&str, &str)] = &[(
+    "deliverable-crew",
+    include_str!("../templates/deliverable-crew.json"),
+)];
+
+fn template(name: &str, tenant: TenantId) -> Option<StoredWorkflow> {
+    let (_, text) = TEMPLATES.iter().find(|(n, _)| *n == name)?;
+    let definition: Value = serde_json::from_str(text).ok()?;
+    Some(StoredWorkflow {
+        id: WorkflowId(uuid_nil()),
+        tenant_id: tenant,
+        name: name.to_owned(),
+        version: 0,
+        definition,
+        created_by: None,
+        created_at: chrono_epoch(),
+    })
+}
+
+fn uuid_nil() -> uuid::Uuid {
+    uuid::Uuid::nil()
+}
+
+fn chrono_epoch() -> coachlibre_core::Timestamp {
+    chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
+}
 
 /// The payload of a [`RUN`] job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,18 +133,28 @@ impl Workflows {
         Ok(stored)
     }
 
-    /// The latest version of each workflow (coaches and admins).
+    /// The latest version of each workflow (coaches and admins), and the shipped templates
+    /// the tenant has not replaced (version 0).
     pub async fn list(&self, by: By<'_>) -> Result<Vec<StoredWorkflow>> {
         staff(by)?;
-        Ok(self.store.list_workflows(by.tenant()).await?)
+        let mut out = self.store.list_workflows(by.tenant()).await?;
+        for (name, _) in TEMPLATES {
+            if !out.iter().any(|w| w.name == *name)
+                && let Some(t) = template(name, by.tenant())
+            {
+                out.push(t);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     pub async fn get(&self, by: By<'_>, name: &str) -> Result<StoredWorkflow> {
         staff(by)?;
-        self.store
-            .latest_workflow(by.tenant(), name)
-            .await?
-            .ok_or_else(|| Error::not_found("workflow"))
+        match self.store.latest_workflow(by.tenant(), name).await? {
+            Some(w) => Ok(w),
+            None => template(name, by.tenant()).ok_or_else(|| Error::not_found("workflow")),
+        }
     }
 
     /// Start a run of the latest version with `input` (coaches and admins); `trigger` says
@@ -201,12 +243,28 @@ impl RunWorkflow {
 }
 
 /// Run one attempt of a step.
+/// Why a step attempt failed, and whether another attempt may help (a crew's gate closing
+/// is a decision, not a fault: not retried).
+struct StepFailure {
+    message: String,
+    retry: bool,
+}
+
+impl From<String> for StepFailure {
+    fn from(message: String) -> Self {
+        Self {
+            message,
+            retry: true,
+        }
+    }
+}
+
 async fn execute(
     catalog: &Catalog,
     tenant: TenantId,
     step: &Step,
     ctx: &Value,
-) -> std::result::Result<(Value, Value), String> {
+) -> std::result::Result<(Value, Value), StepFailure> {
     match &step.action {
         Action::Skill { skill, input } => {
             let input = definition::render(input, ctx);
@@ -262,7 +320,111 @@ async fn execute(
             Ok((v, serde_json::json!({"passed": passed})))
         }
         Action::Transform { value } => Ok((Value::Null, definition::render(value, ctx))),
+        Action::Crew { .. } => crew(catalog, tenant, step, ctx).await,
     }
+}
+
+/// Whether the supervisor's verdict says criterion `i` (`text`) is met: the item naming it,
+/// else the item in its position.
+fn met(verdict: &Value, i: usize, text: &str) -> bool {
+    let items = verdict.get("criteria").and_then(Value::as_array);
+    let Some(items) = items else { return false };
+    let named = items.iter().find(|c| {
+        c.get("criterion")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.trim().eq_ignore_ascii_case(text.trim()))
+    });
+    named
+        .or_else(|| items.get(i))
+        .and_then(|c| c.get("met"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
+}
+
+/// One crew role: draft, critique, revise, until the gate passes or the rounds run out.
+async fn crew(
+    catalog: &Catalog,
+    tenant: TenantId,
+    step: &Step,
+    ctx: &Value,
+) -> std::result::Result<(Value, Value), StepFailure> {
+    let Action::Crew {
+        role,
+        task,
+        criteria,
+        max_rounds,
+    } = &step.action
+    else {
+        return Err("not a crew step".to_owned().into());
+    };
+    let (role, max_rounds) = (role.as_str(), *max_rounds);
+    let task = definition::render_text(task, ctx);
+    let context: String = step
+        .needs
+        .iter()
+        .filter_map(|n| {
+            definition::lookup(ctx, &format!("steps.{n}.text"))
+                .and_then(Value::as_str)
+                .map(|t| format!("## {n}\n\n{t}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let criteria_text = criteria
+        .iter()
+        .map(|c| format!("- {c}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut draft = String::new();
+    let mut feedback = String::new();
+    let mut rounds = Vec::new();
+    for round in 1..=max_rounds {
+        let written = catalog
+            .run(
+                tenant,
+                CREW_WORKER,
+                &serde_json::json!({"role": role, "task": task, "context": context,
+                    "criteria": criteria_text, "draft": draft, "feedback": feedback}),
+            )
+            .await
+            .map_err(|e| format!("{role} (round {round}): {e}"))?;
+        draft = written.text;
+        let checked = catalog
+            .run(
+                tenant,
+                CREW_SUPERVISOR,
+                &serde_json::json!({"role": role, "task": task, "criteria": criteria_text,
+                    "draft": draft}),
+            )
+            .await
+            .map_err(|e| format!("supervisor of the {role} (round {round}): {e}"))?;
+        let verdict = checked.data.unwrap_or(Value::Null);
+        let unmet: Vec<&String> = criteria
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| !met(&verdict, *i, c))
+            .map(|(_, c)| c)
+            .collect();
+        feedback = verdict
+            .get("feedback")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        rounds.push(serde_json::json!({"round": round, "unmet": unmet, "feedback": feedback}));
+        if unmet.is_empty() {
+            let input = serde_json::json!({"role": role, "task": task, "criteria": criteria});
+            return Ok((
+                input,
+                serde_json::json!({"text": draft, "accepted": true, "rounds": rounds}),
+            ));
+        }
+    }
+    Err(StepFailure {
+        message: format!(
+            "the {role}'s work was not accepted after {max_rounds} rounds: {}",
+            Value::Array(rounds)
+        ),
+        retry: false,
+    })
 }
 
 #[async_trait]
@@ -362,8 +524,8 @@ impl Handler for RunWorkflow {
                         attempts += 1;
                         match execute(&catalog, tenant, &step, &tctx).await {
                             Ok(v) => return (step.id, attempts, Ok(v)),
-                            Err(e) if attempts - earlier >= step.attempts => {
-                                return (step.id, attempts, Err(e));
+                            Err(e) if !e.retry || attempts - earlier >= step.attempts => {
+                                return (step.id, attempts, Err(e.message));
                             }
                             Err(_) => {
                                 tokio::time::sleep(wait).await;
@@ -439,5 +601,20 @@ impl Handler for RunWorkflow {
 
     fn timeout(&self) -> Duration {
         Duration::from_secs(6 * 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_templates_parse() {
+        for (name, text) in TEMPLATES {
+            let v: Value = serde_json::from_str(text).expect("JSON");
+            let w = Workflow::parse(&v).unwrap_or_else(|e| panic!("{name}: {}", e.0));
+            assert_eq!(w.name, *name);
+            assert!(w.skills().contains(CREW_WORKER));
+        }
     }
 }

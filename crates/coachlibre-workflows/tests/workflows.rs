@@ -115,41 +115,52 @@ fn start(
     (stop, task)
 }
 
+/// A migrated store with a tenant, its admin, coach and client, and workflows whose skills
+/// run on `model`.
+async fn build(
+    db: &TestDb,
+    model: Arc<dyn ChatModel>,
+) -> (Arc<dyn Store>, Jobs, Workflows, Vec<Actor>) {
+    let sql = SqlStore::connect(&db.url, &ConnectOptions::default())
+        .await
+        .expect("connect");
+    sql.migrate().await.expect("migrate");
+    let store: Arc<dyn Store> = Arc::new(sql);
+    let t = Tenant::new(TenantSlug::parse("flows").expect("slug"), "P").expect("t");
+    store.insert_tenant(&t).await.expect("tenant");
+    let mut actors = Vec::new();
+    for (name, role) in [
+        ("admin", Role::Admin),
+        ("coach", Role::Coach),
+        ("client", Role::Client),
+    ] {
+        let u = person(t.id, &format!("{name}@flows.test"), role);
+        store.insert_user(&u).await.expect("user");
+        actors.push(actor(&u));
+    }
+    let source = Arc::new(ScriptedSource::new().with("m", model));
+    let catalog = Catalog::new(store.clone(), source, "m");
+    let mut registry = Registry::builtin();
+    registry.register(
+        RUN,
+        Arc::new(RunWorkflow::new(catalog.clone()).retry_delay(Duration::from_millis(10))),
+    );
+    let jobs = Jobs::new(store.clone(), registry);
+    Skills::new(catalog.clone(), jobs.clone())
+        .put(By::Actor(&actors[0]), ECHO_SKILL)
+        .await
+        .expect("echo skill");
+    let workflows = Workflows::new(store.clone(), jobs.clone(), catalog);
+    (store, jobs, workflows, actors)
+}
+
 async fn worlds() -> Vec<World> {
     let mut out = Vec::new();
     for db in TestDb::all().await.expect("db") {
-        let sql = SqlStore::connect(&db.url, &ConnectOptions::default())
-            .await
-            .expect("connect");
-        sql.migrate().await.expect("migrate");
-        let store: Arc<dyn Store> = Arc::new(sql);
-        let t = Tenant::new(TenantSlug::parse("flows").expect("slug"), "P").expect("t");
-        store.insert_tenant(&t).await.expect("tenant");
-        let mut actors = Vec::new();
-        for (name, role) in [
-            ("admin", Role::Admin),
-            ("coach", Role::Coach),
-            ("client", Role::Client),
-        ] {
-            let u = person(t.id, &format!("{name}@flows.test"), role);
-            store.insert_user(&u).await.expect("user");
-            actors.push(actor(&u));
-        }
         let model = Arc::new(EchoModel::default());
-        let source = Arc::new(ScriptedSource::new().with("echo", model.clone()));
-        let catalog = Catalog::new(store.clone(), source, "echo");
-        let mut registry = Registry::builtin();
-        registry.register(
-            RUN,
-            Arc::new(RunWorkflow::new(catalog.clone()).retry_delay(Duration::from_millis(10))),
-        );
-        let jobs = Jobs::new(store.clone(), registry);
-        Skills::new(catalog.clone(), jobs.clone())
-            .put(By::Actor(&actors[0]), ECHO_SKILL)
-            .await
-            .expect("echo skill");
+        let (store, jobs, workflows, actors) = build(&db, model.clone()).await;
         out.push(World {
-            workflows: Workflows::new(store.clone(), jobs.clone(), catalog),
+            workflows,
             jobs,
             store,
             model,
@@ -321,8 +332,9 @@ async fn versions_and_permissions() {
             2
         );
         let listed = w.workflows.list(By::Actor(&w.coach)).await.unwrap();
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].version, 2);
+        let v = listed.iter().find(|w| w.name == "v").expect("listed");
+        assert_eq!(v.version, 2, "the latest version");
+        assert_eq!(listed.len(), 2, "and the shipped template");
         let err = w.workflows.list(By::Actor(&w.client)).await.unwrap_err();
         assert!(matches!(err, Error::Forbidden(_)), "{err}");
         let run = w
@@ -338,5 +350,126 @@ async fn versions_and_permissions() {
             .unwrap();
         assert_eq!(runs.items.len(), 1);
         let _ = &w.store;
+    }
+}
+
+/// A crew's worker revises when criticised; its supervisor accepts the IntentManager's
+/// second draft and never the Stubborn role's.
+struct CrewModel;
+
+#[async_trait]
+impl ChatModel for CrewModel {
+    fn name(&self) -> &str {
+        "crew"
+    }
+
+    async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ModelError> {
+        let prompt = request
+            .messages
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let system = request
+            .messages
+            .first()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        let answer = if prompt.contains("Draft to check:") {
+            let criteria: Vec<&str> = prompt
+                .split("one per line:")
+                .nth(1)
+                .and_then(|r| r.split("Draft to check:").next())
+                .unwrap_or("")
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("- "))
+                .collect();
+            let accept = system.contains("IntentManager") && prompt.contains("revised");
+            let items: Vec<serde_json::Value> = criteria
+                .iter()
+                .enumerate()
+                .map(|(i, c)| json!({"criterion": c, "met": accept || i == 0, "reason": "checked"}))
+                .collect();
+            json!({"criteria": items, "feedback": "add the audience"}).to_string()
+        } else if prompt.contains("add the audience") {
+            "A revised draft with the audience.".to_owned()
+        } else {
+            "A first draft.".to_owned()
+        };
+        let events = vec![
+            Ok(ChatEvent::Token(answer)),
+            Ok(ChatEvent::Done {
+                usage: Usage::default(),
+                finish: FinishReason::Stop,
+            }),
+        ];
+        Ok(Box::pin(futures_util::stream::iter(events)))
+    }
+}
+
+#[tokio::test]
+async fn crew_roles_loop_until_their_gate_and_stop_at_it() {
+    for db in TestDb::all().await.expect("db") {
+        let (_store, jobs, workflows, actors) = build(&db, Arc::new(CrewModel)).await;
+        let admin = &actors[0];
+        // The shipped template is listed (version 0) and parses.
+        let listed = workflows.list(By::Actor(admin)).await.unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|w| w.name == "deliverable-crew" && w.version == 0)
+        );
+        let def = json!({"name": "two-roles", "steps": [
+            {"id": "intent", "kind": "crew", "role": "IntentManager", "task": "Clarify {{input.r}}",
+             "criteria": ["states the goal", "names the audience"], "max_rounds": 3},
+            {"id": "stubborn", "kind": "crew", "role": "Stubborn", "task": "Plan",
+             "criteria": ["lists milestones", "gives dates"], "max_rounds": 2, "needs": ["intent"]},
+            {"id": "after", "kind": "aggregate", "template": "x", "needs": ["stubborn"]}
+        ]});
+        workflows.save(By::Actor(admin), def).await.unwrap();
+        let (stop, task) = start(&jobs);
+        let run = workflows
+            .start(
+                By::Actor(admin),
+                "two-roles",
+                json!({"r": "a 10 km plan"}),
+                "api",
+            )
+            .await
+            .unwrap();
+        let mut run_now = run.clone();
+        for _ in 0..500 {
+            run_now = workflows.run(By::Actor(admin), run.id).await.unwrap();
+            if run_now.status.is_final() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let intent = &run_now.steps["intent"];
+        assert_eq!(
+            intent.status,
+            Some(RunStatus::Succeeded),
+            "{:?}",
+            intent.error
+        );
+        let out = intent.output.as_ref().expect("output");
+        assert_eq!(out["accepted"], true);
+        assert_eq!(out["text"], "A revised draft with the audience.");
+        let rounds = out["rounds"].as_array().expect("rounds");
+        assert_eq!(rounds.len(), 2, "rejected once, then accepted");
+        assert_eq!(rounds[0]["unmet"], json!(["names the audience"]));
+        assert_eq!(rounds[0]["feedback"], "add the audience");
+
+        let stubborn = &run_now.steps["stubborn"];
+        assert_eq!(stubborn.status, Some(RunStatus::Failed));
+        assert_eq!(stubborn.attempts, 1, "a closed gate is not retried");
+        let why = stubborn.error.as_deref().expect("reasons");
+        assert!(
+            why.contains("not accepted after 2 rounds") && why.contains("gives dates"),
+            "{why}"
+        );
+        assert_eq!(run_now.steps["after"].status, Some(RunStatus::Skipped));
+        assert_eq!(run_now.status, RunStatus::Failed);
+        let _ = stop.send(());
+        task.await.unwrap();
     }
 }

@@ -33,7 +33,7 @@ async fn skills_are_listed_run_and_added() {
             .iter()
             .map(|s| s["name"].as_str().expect("name"))
             .collect();
-        assert_eq!(names.len(), 15, "{names:?}");
+        assert_eq!(names.len(), 17, "{names:?}");
         assert!(names.contains(&"business-model-extractor") && names.contains(&"session-summary"));
         let r = app.get("/api/v1/skills", &client).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
@@ -103,7 +103,7 @@ async fn skills_are_listed_run_and_added() {
             .await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
         let r = app.get("/api/v1/skills", &coach).await;
-        assert_eq!(r.body.as_array().expect("list").len(), 16);
+        assert_eq!(r.body.as_array().expect("list").len(), 18);
         let r = app
             .call(
                 reqwest::Method::DELETE,
