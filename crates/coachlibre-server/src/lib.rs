@@ -101,7 +101,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
 
     let public = OpenApiRouter::new()
         .routes(routes!(auth::login))
-        .routes(routes!(auth::refresh));
+        .routes(routes!(auth::refresh))
+        .routes(routes!(workflows::webhook));
     let protected = OpenApiRouter::new()
         .routes(routes!(auth::logout))
         .routes(routes!(auth::mfa_enroll))
@@ -184,6 +185,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(workflows::get_workflow))
         .routes(routes!(workflows::list_runs, workflows::start_run))
         .routes(routes!(workflows::get_run))
+        .routes(routes!(workflows::get_webhook))
         .merge(
             // Uploads get their own body limit (the extracted text is checked again).
             OpenApiRouter::new()
@@ -372,10 +374,12 @@ pub fn job_registry(
         coachlibre_skills::RUN,
         Arc::new(coachlibre_skills::RunSkill(catalog.clone())),
     );
+    let engine = coachlibre_workflows::RunWorkflow::new(catalog.clone());
     registry.register(
-        coachlibre_workflows::RUN,
-        Arc::new(coachlibre_workflows::RunWorkflow::new(catalog.clone())),
+        coachlibre_workflows::START,
+        Arc::new(coachlibre_workflows::StartWorkflow(engine.clone())),
     );
+    registry.register(coachlibre_workflows::RUN, Arc::new(engine));
     registry.register(
         coachlibre_analysis::RUN,
         Arc::new(coachlibre_analysis::RunAnalysis::new(

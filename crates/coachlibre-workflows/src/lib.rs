@@ -432,10 +432,100 @@ impl Handler for RunWorkflow {
     async fn run(&self, ctx: &JobContext, job: &Job) -> std::result::Result<Value, JobError> {
         let p: RunPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| JobError::Permanent(format!("bad workflow payload: {e}")))?;
+        self.execute_run(ctx, job, p.run_id).await
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
+}
+
+/// Starts a run (`workflow.start`, e.g. from a cron schedule: payload `{"workflow", "input"}`)
+/// and executes it in the same job.
+#[derive(Debug, Clone)]
+pub struct StartWorkflow(pub RunWorkflow);
+
+/// The payload of a [`START`] job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartPayload {
+    pub workflow: String,
+    #[serde(default)]
+    pub input: Value,
+}
+
+/// Starts and runs a workflow (for schedules and other system triggers).
+pub const START: &str = "workflow.start";
+
+#[async_trait]
+impl Handler for StartWorkflow {
+    async fn run(&self, ctx: &JobContext, job: &Job) -> std::result::Result<Value, JobError> {
+        let p: StartPayload = serde_json::from_value(job.payload.clone())
+            .map_err(|e| JobError::Permanent(format!("bad workflow.start payload: {e}")))?;
+        let retry = |e: StoreError| JobError::Retry(e.to_string());
+        // A retried job resumes the run it created rather than starting another.
+        let existing = ctx
+            .store
+            .list_runs(job.tenant_id, Some(&p.workflow), &PageRequest::default())
+            .await
+            .map_err(retry)?
+            .into_iter()
+            .find(|r| r.job_id == Some(job.id));
+        let run_id = match existing {
+            Some(r) => r.id,
+            None => {
+                let w = match ctx
+                    .store
+                    .latest_workflow(job.tenant_id, &p.workflow)
+                    .await
+                    .map_err(retry)?
+                {
+                    Some(w) => w,
+                    None => template(&p.workflow, job.tenant_id).ok_or_else(|| {
+                        JobError::Permanent(format!("no workflow '{}'", p.workflow))
+                    })?,
+                };
+                let now = coachlibre_core::now();
+                let run = WorkflowRun {
+                    id: WorkflowRunId::generate(),
+                    tenant_id: job.tenant_id,
+                    workflow: w.name,
+                    version: w.version,
+                    definition: w.definition,
+                    status: RunStatus::Pending,
+                    trigger: "schedule".into(),
+                    input: p.input,
+                    steps: BTreeMap::new(),
+                    error: None,
+                    job_id: Some(job.id),
+                    created_by: job.created_by,
+                    created_at: now,
+                    updated_at: now,
+                    finished_at: None,
+                };
+                ctx.store.insert_run(&run).await.map_err(retry)?;
+                run.id
+            }
+        };
+        self.0.execute_run(ctx, job, run_id).await
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(6 * 3600)
+    }
+}
+
+impl RunWorkflow {
+    /// Execute (or resume) a run.
+    async fn execute_run(
+        &self,
+        ctx: &JobContext,
+        job: &Job,
+        run_id: WorkflowRunId,
+    ) -> std::result::Result<Value, JobError> {
         let store = ctx.store.clone();
         let retry = |e: StoreError| JobError::Retry(e.to_string());
         let mut run = store
-            .get_run(job.tenant_id, p.run_id)
+            .get_run(job.tenant_id, run_id)
             .await
             .map_err(retry)?
             .ok_or_else(|| JobError::Permanent("the run was deleted".into()))?;
@@ -597,10 +687,6 @@ impl Handler for RunWorkflow {
         store.update_run(&run).await.map_err(retry)?;
         // The job succeeded in running the workflow, whatever the steps did.
         Ok(serde_json::json!({"run_id": run.id, "status": run.status}))
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(6 * 3600)
     }
 }
 

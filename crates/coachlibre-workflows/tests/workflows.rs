@@ -25,7 +25,7 @@ use coachlibre_store::{ConnectOptions, SqlStore};
 use coachlibre_testkit::TestDb;
 use coachlibre_testkit::people::{actor, person};
 use coachlibre_testkit::scripted::ScriptedSource;
-use coachlibre_workflows::{RUN, RunWorkflow, Workflows};
+use coachlibre_workflows::{RUN, RunWorkflow, START, StartWorkflow, Workflows};
 use serde_json::json;
 
 /// Echoes the text it is asked to say; fails on "fail"; takes its time on "slow". Counts calls
@@ -141,10 +141,9 @@ async fn build(
     let source = Arc::new(ScriptedSource::new().with("m", model));
     let catalog = Catalog::new(store.clone(), source, "m");
     let mut registry = Registry::builtin();
-    registry.register(
-        RUN,
-        Arc::new(RunWorkflow::new(catalog.clone()).retry_delay(Duration::from_millis(10))),
-    );
+    let engine = RunWorkflow::new(catalog.clone()).retry_delay(Duration::from_millis(10));
+    registry.register(START, Arc::new(StartWorkflow(engine.clone())));
+    registry.register(RUN, Arc::new(engine));
     let jobs = Jobs::new(store.clone(), registry);
     Skills::new(catalog.clone(), jobs.clone())
         .put(By::Actor(&actors[0]), ECHO_SKILL)
@@ -469,6 +468,45 @@ async fn crew_roles_loop_until_their_gate_and_stop_at_it() {
         );
         assert_eq!(run_now.steps["after"].status, Some(RunStatus::Skipped));
         assert_eq!(run_now.status, RunStatus::Failed);
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_schedule_starts_a_workflow_through_a_job() {
+    for w in worlds().await {
+        let def = json!({"name": "nightly", "steps": [
+            {"id": "note", "kind": "aggregate", "template": "night of {{input.day}}"}]});
+        w.workflows.save(By::Actor(&w.admin), def).await.unwrap();
+        // What a cron schedule of kind workflow.start enqueues when it fires.
+        let job = coachlibre_core::job::NewJob::new(
+            w.admin.tenant_id,
+            START,
+            json!({"workflow": "nightly", "input": {"day": "monday"}}),
+        );
+        let (job, _) = w.jobs.enqueue(job).await.unwrap();
+        let (stop, task) = start(&w.jobs);
+        let mut runs = Vec::new();
+        for _ in 0..300 {
+            runs = w
+                .workflows
+                .runs(By::Actor(&w.admin), Some("nightly"), &Default::default())
+                .await
+                .unwrap()
+                .items;
+            if runs.first().is_some_and(|r| r.status.is_final()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].trigger, "schedule");
+        assert_eq!(runs[0].job_id, Some(job.id));
+        assert_eq!(
+            runs[0].steps["note"].output,
+            Some(json!({"text": "night of monday"}))
+        );
         let _ = stop.send(());
         task.await.unwrap();
     }

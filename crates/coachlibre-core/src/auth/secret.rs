@@ -35,6 +35,16 @@ pub fn hash_token(token: &str) -> String {
     out
 }
 
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// Constant-time equality of two strings.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
@@ -45,6 +55,7 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
 pub struct Keys {
     jwt: [u8; 32],
     seal: [u8; 32],
+    webhook: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -73,12 +84,43 @@ impl Keys {
         Ok(Self {
             jwt: derive(master, "coachlibre/jwt/v1"),
             seal: derive(master, "coachlibre/seal/v1"),
+            webhook: derive(master, "coachlibre/webhook/v1"),
         })
     }
 
     /// Key for signing access tokens.
     pub fn jwt_key(&self) -> &[u8; 32] {
         &self.jwt
+    }
+
+    /// The secret of a webhook (`scope` names it, e.g. a tenant and a workflow): derived, so
+    /// nothing is stored; it changes with `secret_key`.
+    pub fn webhook_secret(&self, scope: &str) -> String {
+        hex(&derive(&self.webhook, scope))
+    }
+
+    /// Whether a webhook call proves it knows the secret of `scope`: the secret itself (in
+    /// the URL), or `sha256=<hex HMAC-SHA256(secret, body)>` (in a header).
+    pub fn verify_webhook(
+        &self,
+        scope: &str,
+        token: Option<&str>,
+        signature: Option<&str>,
+        body: &[u8],
+    ) -> bool {
+        let secret = self.webhook_secret(scope);
+        if let Some(t) = token
+            && constant_time_eq(t, &secret)
+        {
+            return true;
+        }
+        let Some(sig) = signature.and_then(|s| s.strip_prefix("sha256=")) else {
+            return false;
+        };
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        mac.update(body);
+        constant_time_eq(sig, &hex(&mac.finalize().into_bytes()))
     }
 
     /// Encrypt and authenticate a small secret; returns base64 of nonce ‖ ciphertext.
@@ -114,6 +156,21 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn webhook_secrets_verify_by_token_or_signature() {
+        let keys = Keys::from_master(&[7u8; 32]).unwrap();
+        let secret = keys.webhook_secret("t1/welcome");
+        assert_ne!(secret, keys.webhook_secret("t1/other"));
+        assert!(keys.verify_webhook("t1/welcome", Some(&secret), None, b""));
+        assert!(!keys.verify_webhook("t1/welcome", Some("guess"), None, b""));
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(b"{}");
+        let sig = format!("sha256={}", hex(&mac.finalize().into_bytes()));
+        assert!(keys.verify_webhook("t1/welcome", None, Some(&sig), b"{}"));
+        assert!(!keys.verify_webhook("t1/welcome", None, Some(&sig), b"{ }"));
+        assert!(!keys.verify_webhook("t1/welcome", None, None, b"{}"));
+    }
 
     #[test]
     fn seal_round_trips_and_detects_tampering() {

@@ -1,13 +1,15 @@
 //! Workflows: definitions (versioned), runs and their step-by-step state.
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use coachlibre_core::Error;
 use coachlibre_core::accounts::By;
-use coachlibre_core::ids::WorkflowRunId;
+use coachlibre_core::ids::{TenantId, WorkflowRunId};
 use coachlibre_core::page::Page;
 use coachlibre_core::workflow::{StoredWorkflow, WorkflowRun};
-use serde::Deserialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::PageParams;
 use crate::error::{ApiResult, ErrorBody};
@@ -130,4 +132,92 @@ pub async fn get_run(
     Path(id): Path<WorkflowRunId>,
 ) -> ApiResult<Json<WorkflowRun>> {
     Ok(Json(state.workflows.run(By::Actor(&actor), id).await?))
+}
+
+/// How to call a workflow's webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookInfo {
+    /// POST the run's input (JSON) here.
+    pub path: String,
+    /// Append `?token=<secret>`, or send `X-CoachLibre-Signature: sha256=<hex HMAC-SHA256 of
+    /// the body with the secret>`. Derived from `secret_key` (changing it changes this).
+    pub secret: String,
+}
+
+fn webhook_scope(tenant: TenantId, name: &str) -> String {
+    format!("{tenant}/workflows/{name}")
+}
+
+/// The webhook of a workflow (admins): its path and secret.
+#[utoipa::path(get, path = "/api/v1/workflows/{name}/webhook", tag = "workflows",
+    params(("name" = String, Path, description = "Workflow name")), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Path and secret", body = WebhookInfo),
+        (status = 403, description = "Admins only", body = ErrorBody),
+        (status = 404, description = "No such workflow", body = ErrorBody)))]
+pub async fn get_webhook(
+    State(state): State<AppState>,
+    Caller(actor): Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<WebhookInfo>> {
+    actor.require_admin()?;
+    let w = state.workflows.get(By::Actor(&actor), &name).await?;
+    Ok(Json(WebhookInfo {
+        path: format!("/api/v1/hooks/{}/workflows/{}", actor.tenant_id, w.name),
+        secret: state
+            .auth
+            .keys()
+            .webhook_secret(&webhook_scope(actor.tenant_id, &w.name)),
+    }))
+}
+
+/// The token of a webhook call, when given in the URL.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HookQuery {
+    pub token: Option<String>,
+}
+
+/// Start a run from outside (no sign-in: the secret of the workflow's webhook proves the
+/// caller, in `?token=` or as an HMAC signature of the body). The body (JSON, may be empty)
+/// is the run's input.
+#[utoipa::path(post, path = "/api/v1/hooks/{tenant}/workflows/{name}", tag = "workflows",
+    params(("tenant" = TenantId, Path, description = "Tenant id"),
+           ("name" = String, Path, description = "Workflow name"), HookQuery,
+           ("X-CoachLibre-Signature" = Option<String>, Header, description = "sha256=<hex HMAC>")),
+    responses(
+        (status = 202, description = "Started", body = WorkflowRun),
+        (status = 403, description = "Wrong token or signature", body = ErrorBody),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 422, description = "The body is not JSON", body = ErrorBody)))]
+pub async fn webhook(
+    State(state): State<AppState>,
+    Path((tenant, name)): Path<(TenantId, String)>,
+    Query(q): Query<HookQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<WorkflowRun>)> {
+    let signature = headers
+        .get("x-coachlibre-signature")
+        .and_then(|v| v.to_str().ok());
+    // Checked before anything is looked up: a wrong secret learns nothing.
+    if !state.auth.keys().verify_webhook(
+        &webhook_scope(tenant, &name),
+        q.token.as_deref(),
+        signature,
+        &body,
+    ) {
+        return Err(Error::Forbidden("the webhook token or signature is wrong".into()).into());
+    }
+    let input: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::json!({})
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::invalid("body", format!("not JSON: {e}")))?
+    };
+    let run = state
+        .workflows
+        .start(By::Operator(tenant), &name, input, "webhook")
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(run)))
 }

@@ -61,6 +61,59 @@ async fn workflows_over_http() {
         assert_eq!(r.body["items"].as_array().expect("items").len(), 1);
         let r = app.get("/api/v1/workflows", &client).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+        // The webhook: the secret in the URL, or an HMAC signature of the body.
+        let r = app.get("/api/v1/workflows/welcome/webhook", &coach).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let hook = app
+            .get("/api/v1/workflows/welcome/webhook", &admin)
+            .await
+            .body;
+        let path = hook["path"].as_str().expect("path").to_owned();
+        let secret = hook["secret"].as_str().expect("secret").to_owned();
+        let post = |url: String, body: &'static str, sig: Option<String>| {
+            let mut req = app.client.post(url).body(body);
+            if let Some(s) = sig {
+                req = req.header("x-coachlibre-signature", s);
+            }
+            req.send()
+        };
+        let r = post(app.url(&format!("{path}?token=nope")), "{}", None)
+            .await
+            .expect("call");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = post(
+            app.url(&format!("{path}?token={secret}")),
+            r#"{"name": "Web"}"#,
+            None,
+        )
+        .await
+        .expect("call");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let run: Value = r.json().await.expect("run");
+        assert_eq!(run["trigger"], "webhook");
+        assert_eq!(run["input"]["name"], "Web");
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+        mac.update(br#"{"name": "Signed"}"#);
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let r = post(
+            app.url(&path),
+            r#"{"name": "Signed"}"#,
+            Some(format!("sha256={hex}")),
+        )
+        .await
+        .expect("call");
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let r = post(app.url(&format!("{path}?token={secret}")), "not json", None)
+            .await
+            .expect("call");
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
         app.stop().await;
     }
 }
