@@ -243,6 +243,9 @@ impl RunWorkflow {
 }
 
 /// Run one attempt of a step.
+/// A step's task's end: its id, attempts so far, and (input, output) or the error.
+type StepDone = (String, u32, std::result::Result<(Value, Value), String>);
+
 /// Why a step attempt failed, and whether another attempt may help (a crew's gate closing
 /// is a decision, not a fault: not retried).
 struct StepFailure {
@@ -542,8 +545,7 @@ impl RunWorkflow {
         store.update_run(&run).await.map_err(retry)?;
         let total = u64::try_from(w.steps.len()).unwrap_or(0);
         let status_of = |run: &WorkflowRun, id: &str| run.steps.get(id).and_then(|s| s.status);
-        let mut running: JoinSet<(String, u32, std::result::Result<(Value, Value), String>)> =
-            JoinSet::new();
+        let mut running: JoinSet<StepDone> = JoinSet::new();
         loop {
             // Skip what cannot run: after a failed or skipped step, or a false condition.
             for s in &w.steps {
