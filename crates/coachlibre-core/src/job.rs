@@ -92,6 +92,8 @@ pub struct Progress {
 /// A job to enqueue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewJob {
+    /// The job's id, when the caller must know it before enqueueing (generated otherwise).
+    pub id: Option<JobId>,
     pub tenant_id: TenantId,
     /// Who asked for it (absent for the system: schedules, reminders).
     pub created_by: Option<UserId>,
@@ -110,6 +112,7 @@ impl NewJob {
     /// A job due now, priority 0, the default attempts, no key.
     pub fn new(tenant_id: TenantId, kind: &str, payload: serde_json::Value) -> Self {
         Self {
+            id: None,
             tenant_id,
             created_by: None,
             kind: kind.to_owned(),
@@ -208,7 +211,7 @@ impl Job {
     pub fn from_new(n: &NewJob) -> Self {
         let now = crate::now();
         Self {
-            id: JobId::generate(),
+            id: n.id.unwrap_or_else(JobId::generate),
             tenant_id: n.tenant_id,
             created_by: n.created_by,
             kind: n.kind.clone(),

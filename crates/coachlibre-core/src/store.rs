@@ -555,6 +555,8 @@ pub trait WorkflowStore {
     /// The latest version of each of the tenant's workflows, by name.
     async fn list_workflows(&self, tenant: TenantId) -> StoreResult<Vec<StoredWorkflow>>;
     async fn insert_run(&self, r: &WorkflowRun) -> StoreResult<()>;
+    /// Insert a run and enqueue the job that executes it, in one transaction.
+    async fn insert_run_with_job(&self, r: &WorkflowRun, job: &NewJob) -> StoreResult<()>;
     /// Status, steps, error, job, times.
     async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()>;
     async fn get_run(

@@ -237,6 +237,17 @@ impl Jobs {
         Ok((job, created))
     }
 
+    /// Tell this process's worker that a job was enqueued outside [`Jobs::enqueue`] (e.g. in
+    /// the same transaction as the record it works on).
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Whether this build runs jobs of `kind`.
+    pub fn knows(&self, kind: &str) -> bool {
+        self.registry.get(kind).is_some()
+    }
+
     /// Enqueue many at once (one transaction); returns how many were new.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<u64> {
         for j in jobs {

@@ -1071,6 +1071,49 @@ impl WorkflowStore for SqlStore {
         Ok(())
     }
 
+    async fn insert_run_with_job(&self, r: &WorkflowRun, new: &NewJob) -> StoreResult<()> {
+        let (def, input, steps) = (
+            to_json(&r.definition)?,
+            to_json(&r.input)?,
+            to_json(&r.steps)?,
+        );
+        let job = Job::from_new(new);
+        let payload = to_json(&job.payload)?;
+        let job_sql = job_insert_sql();
+        let run_sql = format!(
+            "INSERT INTO workflow_runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+             $9, $10, $11, $12, $13, $14, $15)"
+        );
+        on_pool_write!(self, p => {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            sqlx::query(&run_sql)
+                .bind(r.id.as_uuid())
+                .bind(r.tenant_id.as_uuid())
+                .bind(&r.workflow)
+                .bind(attempts_col(r.version))
+                .bind(&def)
+                .bind(r.status.as_str())
+                .bind(&r.trigger)
+                .bind(&input)
+                .bind(&steps)
+                .bind(r.error.as_deref())
+                .bind(r.job_id.map(|j| j.as_uuid()))
+                .bind(r.created_by.map(|u| u.as_uuid()))
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .bind(r.finished_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            bind_job!(sqlx::query(&job_sql), job, payload)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+        });
+        Ok(())
+    }
+
     async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()> {
         let steps = to_json(&r.steps)?;
         on_pool_write!(self, p => {

@@ -169,7 +169,9 @@ impl Workflows {
         by.require_write()?;
         let w = self.get(by, name).await?;
         let now = coachlibre_core::now();
-        let mut run = WorkflowRun {
+        // The job's id is chosen first, so that the run is written once, with it.
+        let job_id = coachlibre_core::ids::JobId::generate();
+        let run = WorkflowRun {
             id: WorkflowRunId::generate(),
             tenant_id: by.tenant(),
             workflow: w.name.clone(),
@@ -180,22 +182,24 @@ impl Workflows {
             input,
             steps: BTreeMap::new(),
             error: None,
-            job_id: None,
+            job_id: Some(job_id),
             created_by: by.actor_id(),
             created_at: now,
             updated_at: now,
             finished_at: None,
         };
-        self.store.insert_run(&run).await?;
         let payload = serde_json::to_value(RunPayload { run_id: run.id })
             .map_err(|e| Error::Internal(e.to_string()))?;
-        let mut job = NewJob::new(run.tenant_id, RUN, payload)
-            .max_attempts(5)
-            .key(format!("workflow-run:{}", run.id));
+        let mut job = NewJob::new(run.tenant_id, RUN, payload).max_attempts(5);
+        job.id = Some(job_id);
         job.created_by = run.created_by;
-        let (job, _) = self.jobs.enqueue(job).await?;
-        run.job_id = Some(job.id);
-        self.store.update_run(&run).await?;
+        job.validate()?;
+        if !self.jobs.knows(RUN) {
+            return Err(Error::Internal("this build does not run workflows".into()));
+        }
+        // One transaction: a run is never left without the job that executes it.
+        self.store.insert_run_with_job(&run, &job).await?;
+        self.jobs.notify();
         Ok(run)
     }
 
@@ -541,8 +545,6 @@ impl RunWorkflow {
                 state.status = Some(RunStatus::Pending);
             }
         }
-        run.updated_at = coachlibre_core::now();
-        store.update_run(&run).await.map_err(retry)?;
         let total = u64::try_from(w.steps.len()).unwrap_or(0);
         let status_of = |run: &WorkflowRun, id: &str| run.steps.get(id).and_then(|s| s.status);
         let mut running: JoinSet<StepDone> = JoinSet::new();
@@ -581,6 +583,8 @@ impl RunWorkflow {
                 }
             }
             // Start what is ready.
+            let mut progressed = false;
+            let mut spawned = false;
             let outputs: BTreeMap<String, Value> = run
                 .steps
                 .iter()
@@ -598,9 +602,37 @@ impl RunWorkflow {
                 if !ready {
                     continue;
                 }
+                // Steps that only compute run here and now: nothing to persist before they
+                // finish (a crash just computes them again).
+                if matches!(
+                    s.action,
+                    Action::Transform { .. } | Action::Aggregate { .. } | Action::Condition { .. }
+                ) {
+                    let now = coachlibre_core::now();
+                    let result = execute(&self.catalog, job.tenant_id, s, &template_ctx).await;
+                    let st = run.steps.entry(s.id.clone()).or_default();
+                    st.attempts += 1;
+                    st.started_at = Some(now);
+                    st.finished_at = Some(coachlibre_core::now());
+                    match result {
+                        Ok((input, output)) => {
+                            st.status = Some(RunStatus::Succeeded);
+                            st.input = (!input.is_null()).then_some(input);
+                            st.output = Some(output);
+                        }
+                        Err(e) => {
+                            st.status = Some(RunStatus::Failed);
+                            st.error = Some(e.message);
+                        }
+                    }
+                    // Outputs changed: compute the context again before going on.
+                    progressed = true;
+                    break;
+                }
                 let st = run.steps.entry(s.id.clone()).or_default();
                 st.status = Some(RunStatus::Running);
                 st.started_at = Some(coachlibre_core::now());
+                spawned = true;
                 let (catalog, step, tctx, tenant, delay) = (
                     self.catalog.clone(),
                     s.clone(),
@@ -627,8 +659,20 @@ impl RunWorkflow {
                     }
                 });
             }
-            run.updated_at = coachlibre_core::now();
-            store.update_run(&run).await.map_err(retry)?;
+            if progressed {
+                // An instant step finished: its dependents may be ready now.
+                if spawned {
+                    run.updated_at = coachlibre_core::now();
+                    store.update_run(&run).await.map_err(retry)?;
+                }
+                continue;
+            }
+            if spawned {
+                // Steps that take time are marked running (and what finished before them
+                // saved) before waiting for them.
+                run.updated_at = coachlibre_core::now();
+                store.update_run(&run).await.map_err(retry)?;
+            }
             let Some(done) = running.join_next().await else {
                 break;
             };
