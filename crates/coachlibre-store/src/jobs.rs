@@ -7,18 +7,12 @@
 
 use async_trait::async_trait;
 use coachlibre_core::Timestamp;
-use coachlibre_core::analysis::{Analysis, AnalysisStatus};
 use coachlibre_core::conversation::Message;
 use coachlibre_core::goal::Reminder;
-use coachlibre_core::ids::{
-    AnalysisId, JobId, ReminderId, ScheduleId, TenantId, UserId, WorkflowRunId,
-};
-use coachlibre_core::job::{
-    Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule, StoredSkill,
-};
+use coachlibre_core::ids::{JobId, ReminderId, ScheduleId, TenantId};
+use coachlibre_core::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
 use coachlibre_core::page::PageRequest;
-use coachlibre_core::store::{AnalysisStore, JobStore, SkillStore, StoreResult, WorkflowStore};
-use coachlibre_core::workflow::{RunStatus, StoredWorkflow, WorkflowRun};
+use coachlibre_core::store::{JobStore, StoreResult};
 use uuid::Uuid;
 
 use crate::coaching::{
@@ -37,11 +31,11 @@ const SCHEDULE_COLS: &str = "id, tenant_id, name, cron, timezone, kind, payload,
 /// What the reaper writes on a job whose worker vanished.
 const LOST_WORKER: &str = "the worker running it stopped before finishing (lease expired)";
 
-fn attempts_of(v: i32) -> u32 {
+pub(crate) fn attempts_of(v: i32) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(0)
 }
 
-fn attempts_col(v: u32) -> i32 {
+pub(crate) fn attempts_col(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
@@ -99,7 +93,7 @@ macro_rules! schedule_row {
 }
 
 /// `INSERT` of a whole job, skipping a duplicate idempotency key; bind with [`bind_job!`].
-fn job_insert_sql() -> String {
+pub(crate) fn job_insert_sql() -> String {
     format!(
         "INSERT INTO jobs ({JOB_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, \
          $12, $13, $14, $15, $16, $17, $18, $19) \
@@ -131,6 +125,7 @@ macro_rules! bind_job {
             .bind($j.finished_at)
     };
 }
+pub(crate) use bind_job;
 
 /// `UPDATE` recording one outcome: `$1` id, `$2` worker, `$3` time, `$4` result or error,
 /// `$5` retry time (retries only). Conditional on the worker still holding the job.
@@ -758,414 +753,6 @@ impl JobStore for SqlStore {
             }
             tx.commit().await.map_err(db_err)?;
             Ok(sent)
-        })
-    }
-}
-
-const SKILL_COLS: &str = "id, tenant_id, name, definition, created_by, created_at, updated_at";
-
-macro_rules! skill_row {
-    ($r:expr) => {{
-        let r = &$r;
-        StoredSkill {
-            id: col!(r, "id", Uuid).into(),
-            tenant_id: col!(r, "tenant_id", Uuid).into(),
-            name: col!(r, "name"),
-            definition: col!(r, "definition"),
-            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
-            created_at: col!(r, "created_at"),
-            updated_at: col!(r, "updated_at"),
-        }
-    }};
-}
-
-#[async_trait]
-impl SkillStore for SqlStore {
-    async fn put_skill(&self, s: &StoredSkill) -> StoreResult<()> {
-        on_pool_write!(self, p => {
-            sqlx::query(&format!(
-                "INSERT INTO skills ({SKILL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (tenant_id, name) DO UPDATE SET definition = $4, \
-                 updated_at = $7"
-            ))
-            .bind(s.id.as_uuid())
-            .bind(s.tenant_id.as_uuid())
-            .bind(&s.name)
-            .bind(&s.definition)
-            .bind(s.created_by.map(|u| u.as_uuid()))
-            .bind(s.created_at)
-            .bind(s.updated_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
-        });
-        Ok(())
-    }
-
-    async fn get_skill(&self, tenant: TenantId, name: &str) -> StoreResult<Option<StoredSkill>> {
-        on_pool!(self, p => {
-            Ok(fetch_opt!(sqlx::query(&format!(
-                "SELECT {SKILL_COLS} FROM skills WHERE tenant_id = $1 AND name = $2"
-            ))
-            .bind(tenant.as_uuid())
-            .bind(name), p, skill_row))
-        })
-    }
-
-    async fn list_skills(&self, tenant: TenantId) -> StoreResult<Vec<StoredSkill>> {
-        on_pool!(self, p => {
-            Ok(fetch_vec!(sqlx::query(&format!(
-                "SELECT {SKILL_COLS} FROM skills WHERE tenant_id = $1 ORDER BY name LIMIT 1000"
-            ))
-            .bind(tenant.as_uuid()), p, skill_row))
-        })
-    }
-
-    async fn delete_skill(&self, tenant: TenantId, name: &str) -> StoreResult<bool> {
-        on_pool_write!(self, p => {
-            Ok(sqlx::query("DELETE FROM skills WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant.as_uuid())
-                .bind(name)
-                .execute(p)
-                .await
-                .map_err(db_err)?
-                .rows_affected()
-                == 1)
-        })
-    }
-}
-
-const ANALYSIS_COLS: &str = "id, tenant_id, created_by, url, company, status, job_id, sections, \
-    report, error, created_at, updated_at, finished_at";
-
-macro_rules! analysis_row {
-    ($r:expr) => {{
-        let r = &$r;
-        Analysis {
-            id: col!(r, "id", Uuid).into(),
-            tenant_id: col!(r, "tenant_id", Uuid).into(),
-            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
-            url: col!(r, "url"),
-            company: col!(r, "company"),
-            status: parse_enum(&col!(r, "status", String), AnalysisStatus::parse)?,
-            job_id: col!(r, "job_id", Option<Uuid>).map(Into::into),
-            sections: from_json(&col!(r, "sections", String))?,
-            report: col!(r, "report"),
-            error: col!(r, "error"),
-            created_at: col!(r, "created_at"),
-            updated_at: col!(r, "updated_at"),
-            finished_at: col!(r, "finished_at"),
-        }
-    }};
-}
-
-#[async_trait]
-impl AnalysisStore for SqlStore {
-    async fn insert_analysis(&self, a: &Analysis) -> StoreResult<()> {
-        let sections = to_json(&a.sections)?;
-        on_pool_write!(self, p => {
-            sqlx::query(&format!(
-                "INSERT INTO analyses ({ANALYSIS_COLS}) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-            ))
-            .bind(a.id.as_uuid())
-            .bind(a.tenant_id.as_uuid())
-            .bind(a.created_by.map(|u| u.as_uuid()))
-            .bind(&a.url)
-            .bind(&a.company)
-            .bind(a.status.as_str())
-            .bind(a.job_id.map(|j| j.as_uuid()))
-            .bind(&sections)
-            .bind(a.report.as_deref())
-            .bind(a.error.as_deref())
-            .bind(a.created_at)
-            .bind(a.updated_at)
-            .bind(a.finished_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
-        });
-        Ok(())
-    }
-
-    async fn update_analysis(&self, a: &Analysis) -> StoreResult<()> {
-        let sections = to_json(&a.sections)?;
-        on_pool_write!(self, p => {
-            let r = sqlx::query(
-                "UPDATE analyses SET company = $3, status = $4, job_id = $5, sections = $6, \
-                 report = $7, error = $8, updated_at = $9, finished_at = $10 \
-                 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(a.tenant_id.as_uuid())
-            .bind(a.id.as_uuid())
-            .bind(&a.company)
-            .bind(a.status.as_str())
-            .bind(a.job_id.map(|j| j.as_uuid()))
-            .bind(&sections)
-            .bind(a.report.as_deref())
-            .bind(a.error.as_deref())
-            .bind(a.updated_at)
-            .bind(a.finished_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
-            crate::one_row(r.rows_affected())
-        })
-    }
-
-    async fn get_analysis(
-        &self,
-        tenant: TenantId,
-        id: AnalysisId,
-    ) -> StoreResult<Option<Analysis>> {
-        on_pool!(self, p => {
-            Ok(fetch_opt!(sqlx::query(&format!(
-                "SELECT {ANALYSIS_COLS} FROM analyses WHERE tenant_id = $1 AND id = $2"
-            ))
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid()), p, analysis_row))
-        })
-    }
-
-    async fn list_analyses(
-        &self,
-        tenant: TenantId,
-        created_by: Option<UserId>,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<Analysis>> {
-        on_pool!(self, p => {
-            Ok(fetch_vec!(sqlx::query(
-                "SELECT id, tenant_id, created_by, url, company, status, job_id, sections, \
-                 CAST(NULL AS TEXT) AS report, error, created_at, updated_at, finished_at FROM analyses \
-                 WHERE tenant_id = $1 AND ($2 IS NULL OR created_by = $2) \
-                 AND ($3 IS NULL OR id < $3) ORDER BY id DESC LIMIT $4"
-            )
-            .bind(tenant.as_uuid())
-            .bind(created_by.map(|u| u.as_uuid()))
-            .bind(page.cursor)
-            .bind(page.fetch_limit()), p, analysis_row))
-        })
-    }
-}
-
-const WORKFLOW_COLS: &str = "id, tenant_id, name, version, definition, created_by, created_at";
-const RUN_COLS: &str = "id, tenant_id, workflow, version, definition, status, origin, input, \
-    steps, error, job_id, created_by, created_at, updated_at, finished_at";
-
-macro_rules! workflow_row {
-    ($r:expr) => {{
-        let r = &$r;
-        StoredWorkflow {
-            id: col!(r, "id", Uuid).into(),
-            tenant_id: col!(r, "tenant_id", Uuid).into(),
-            name: col!(r, "name"),
-            version: attempts_of(col!(r, "version", i32)),
-            definition: from_json(&col!(r, "definition", String))?,
-            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
-            created_at: col!(r, "created_at"),
-        }
-    }};
-}
-
-macro_rules! run_row {
-    ($r:expr) => {{
-        let r = &$r;
-        WorkflowRun {
-            id: col!(r, "id", Uuid).into(),
-            tenant_id: col!(r, "tenant_id", Uuid).into(),
-            workflow: col!(r, "workflow"),
-            version: attempts_of(col!(r, "version", i32)),
-            definition: from_json(&col!(r, "definition", String))?,
-            status: parse_enum(&col!(r, "status", String), RunStatus::parse)?,
-            trigger: col!(r, "origin"),
-            input: from_json(&col!(r, "input", String))?,
-            steps: from_json(&col!(r, "steps", String))?,
-            error: col!(r, "error"),
-            job_id: col!(r, "job_id", Option<Uuid>).map(Into::into),
-            created_by: col!(r, "created_by", Option<Uuid>).map(Into::into),
-            created_at: col!(r, "created_at"),
-            updated_at: col!(r, "updated_at"),
-            finished_at: col!(r, "finished_at"),
-        }
-    }};
-}
-
-#[async_trait]
-impl WorkflowStore for SqlStore {
-    async fn insert_workflow(&self, w: &StoredWorkflow) -> StoreResult<()> {
-        let def = to_json(&w.definition)?;
-        on_pool_write!(self, p => {
-            sqlx::query(&format!(
-                "INSERT INTO workflows ({WORKFLOW_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            ))
-            .bind(w.id.as_uuid())
-            .bind(w.tenant_id.as_uuid())
-            .bind(&w.name)
-            .bind(attempts_col(w.version))
-            .bind(&def)
-            .bind(w.created_by.map(|u| u.as_uuid()))
-            .bind(w.created_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
-        });
-        Ok(())
-    }
-
-    async fn latest_workflow(
-        &self,
-        tenant: TenantId,
-        name: &str,
-    ) -> StoreResult<Option<StoredWorkflow>> {
-        on_pool!(self, p => {
-            Ok(fetch_opt!(sqlx::query(&format!(
-                "SELECT {WORKFLOW_COLS} FROM workflows WHERE tenant_id = $1 AND name = $2 \
-                 ORDER BY version DESC LIMIT 1"
-            ))
-            .bind(tenant.as_uuid())
-            .bind(name), p, workflow_row))
-        })
-    }
-
-    async fn list_workflows(&self, tenant: TenantId) -> StoreResult<Vec<StoredWorkflow>> {
-        on_pool!(self, p => {
-            Ok(fetch_vec!(sqlx::query(&format!(
-                "SELECT {WORKFLOW_COLS} FROM workflows w WHERE tenant_id = $1 AND version = \
-                 (SELECT MAX(version) FROM workflows v WHERE v.tenant_id = w.tenant_id \
-                 AND v.name = w.name) ORDER BY name LIMIT 1000"
-            ))
-            .bind(tenant.as_uuid()), p, workflow_row))
-        })
-    }
-
-    async fn insert_run(&self, r: &WorkflowRun) -> StoreResult<()> {
-        let (def, input, steps) = (
-            to_json(&r.definition)?,
-            to_json(&r.input)?,
-            to_json(&r.steps)?,
-        );
-        on_pool_write!(self, p => {
-            sqlx::query(&format!(
-                "INSERT INTO workflow_runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-                 $9, $10, $11, $12, $13, $14, $15)"
-            ))
-            .bind(r.id.as_uuid())
-            .bind(r.tenant_id.as_uuid())
-            .bind(&r.workflow)
-            .bind(attempts_col(r.version))
-            .bind(&def)
-            .bind(r.status.as_str())
-            .bind(&r.trigger)
-            .bind(&input)
-            .bind(&steps)
-            .bind(r.error.as_deref())
-            .bind(r.job_id.map(|j| j.as_uuid()))
-            .bind(r.created_by.map(|u| u.as_uuid()))
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(r.finished_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
-        });
-        Ok(())
-    }
-
-    async fn insert_run_with_job(&self, r: &WorkflowRun, new: &NewJob) -> StoreResult<()> {
-        let (def, input, steps) = (
-            to_json(&r.definition)?,
-            to_json(&r.input)?,
-            to_json(&r.steps)?,
-        );
-        let job = Job::from_new(new);
-        let payload = to_json(&job.payload)?;
-        let job_sql = job_insert_sql();
-        let run_sql = format!(
-            "INSERT INTO workflow_runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15)"
-        );
-        on_pool_write!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            sqlx::query(&run_sql)
-                .bind(r.id.as_uuid())
-                .bind(r.tenant_id.as_uuid())
-                .bind(&r.workflow)
-                .bind(attempts_col(r.version))
-                .bind(&def)
-                .bind(r.status.as_str())
-                .bind(&r.trigger)
-                .bind(&input)
-                .bind(&steps)
-                .bind(r.error.as_deref())
-                .bind(r.job_id.map(|j| j.as_uuid()))
-                .bind(r.created_by.map(|u| u.as_uuid()))
-                .bind(r.created_at)
-                .bind(r.updated_at)
-                .bind(r.finished_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            bind_job!(sqlx::query(&job_sql), job, payload)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)?;
-        });
-        Ok(())
-    }
-
-    async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()> {
-        let steps = to_json(&r.steps)?;
-        on_pool_write!(self, p => {
-            let done = sqlx::query(
-                "UPDATE workflow_runs SET status = $3, steps = $4, error = $5, job_id = $6, \
-                 updated_at = $7, finished_at = $8 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(r.tenant_id.as_uuid())
-            .bind(r.id.as_uuid())
-            .bind(r.status.as_str())
-            .bind(&steps)
-            .bind(r.error.as_deref())
-            .bind(r.job_id.map(|j| j.as_uuid()))
-            .bind(r.updated_at)
-            .bind(r.finished_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
-            crate::one_row(done.rows_affected())
-        })
-    }
-
-    async fn get_run(
-        &self,
-        tenant: TenantId,
-        id: WorkflowRunId,
-    ) -> StoreResult<Option<WorkflowRun>> {
-        on_pool!(self, p => {
-            Ok(fetch_opt!(sqlx::query(&format!(
-                "SELECT {RUN_COLS} FROM workflow_runs WHERE tenant_id = $1 AND id = $2"
-            ))
-            .bind(tenant.as_uuid())
-            .bind(id.as_uuid()), p, run_row))
-        })
-    }
-
-    async fn list_runs(
-        &self,
-        tenant: TenantId,
-        workflow: Option<&str>,
-        page: &PageRequest,
-    ) -> StoreResult<Vec<WorkflowRun>> {
-        on_pool!(self, p => {
-            Ok(fetch_vec!(sqlx::query(&format!(
-                "SELECT {RUN_COLS} FROM workflow_runs WHERE tenant_id = $1 \
-                 AND ($2 IS NULL OR workflow = $2) AND ($3 IS NULL OR id < $3) \
-                 ORDER BY id DESC LIMIT $4"
-            ))
-            .bind(tenant.as_uuid())
-            .bind(workflow)
-            .bind(page.cursor)
-            .bind(page.fetch_limit()), p, run_row))
         })
     }
 }

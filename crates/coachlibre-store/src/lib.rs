@@ -16,6 +16,7 @@ mod knowledge;
 mod migrate;
 mod rows;
 mod store;
+mod work;
 
 use std::str::FromStr;
 use std::time::Duration;
