@@ -11,6 +11,7 @@
 
 pub mod builtin;
 mod skill;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

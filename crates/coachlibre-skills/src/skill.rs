@@ -107,19 +107,6 @@ fn valid_name(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
-/// The `{{field}}` placeholders of a template.
-fn placeholders(template: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else { break };
-        out.push(after[..end].trim());
-        rest = &after[end + 2..];
-    }
-    out
-}
-
 impl Skill {
     /// Parse a TOML definition and check it is usable.
     pub fn parse(text: &str) -> Result<Self, SkillError> {
@@ -147,9 +134,14 @@ impl Skill {
         let Some(props) = props else {
             return bad("input must be an object schema with properties".into());
         };
-        for p in placeholders(&self.prompt)
+        for p in crate::template::placeholders(&self.prompt)
             .into_iter()
-            .chain(self.system.as_deref().map(placeholders).unwrap_or_default())
+            .chain(
+                self.system
+                    .as_deref()
+                    .map(crate::template::placeholders)
+                    .unwrap_or_default(),
+            )
         {
             if !props.contains_key(p) {
                 return bad(format!(
@@ -174,24 +166,7 @@ impl Skill {
     /// The template with the input's fields in place (strings as they are, other values as
     /// JSON, absent optional fields as empty).
     pub fn render(&self, template: &str, input: &Value) -> String {
-        let mut out = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else {
-                out.push_str(&rest[start..]);
-                return out;
-            };
-            match input.get(after[..end].trim()) {
-                Some(Value::String(s)) => out.push_str(s),
-                Some(Value::Null) | None => {}
-                Some(v) => out.push_str(&v.to_string()),
-            }
-            rest = &after[end + 2..];
-        }
-        out.push_str(rest);
-        out
+        crate::template::fill(template, |k| input.get(k))
     }
 
     /// What is wrong with an answer, if anything.

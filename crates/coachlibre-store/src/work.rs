@@ -243,6 +243,34 @@ macro_rules! run_row {
     }};
 }
 
+fn run_insert_sql() -> String {
+    format!(
+        "INSERT INTO workflow_runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+         $10, $11, $12, $13, $14, $15)"
+    )
+}
+
+/// A run's row, its JSON fields encoded as `$def`, `$input`, `$steps`.
+macro_rules! bind_run {
+    ($q:expr, $r:expr, $def:expr, $input:expr, $steps:expr) => {
+        $q.bind($r.id.as_uuid())
+            .bind($r.tenant_id.as_uuid())
+            .bind(&$r.workflow)
+            .bind(attempts_col($r.version))
+            .bind(&$def)
+            .bind($r.status.as_str())
+            .bind(&$r.trigger)
+            .bind(&$input)
+            .bind(&$steps)
+            .bind($r.error.as_deref())
+            .bind($r.job_id.map(|j| j.as_uuid()))
+            .bind($r.created_by.map(|u| u.as_uuid()))
+            .bind($r.created_at)
+            .bind($r.updated_at)
+            .bind($r.finished_at)
+    };
+}
+
 #[async_trait]
 impl WorkflowStore for SqlStore {
     async fn insert_workflow(&self, w: &StoredWorkflow) -> StoreResult<()> {
@@ -297,29 +325,12 @@ impl WorkflowStore for SqlStore {
             to_json(&r.input)?,
             to_json(&r.steps)?,
         );
+        let sql = run_insert_sql();
         on_pool_write!(self, p => {
-            sqlx::query(&format!(
-                "INSERT INTO workflow_runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-                 $9, $10, $11, $12, $13, $14, $15)"
-            ))
-            .bind(r.id.as_uuid())
-            .bind(r.tenant_id.as_uuid())
-            .bind(&r.workflow)
-            .bind(attempts_col(r.version))
-            .bind(&def)
-            .bind(r.status.as_str())
-            .bind(&r.trigger)
-            .bind(&input)
-            .bind(&steps)
-            .bind(r.error.as_deref())
-            .bind(r.job_id.map(|j| j.as_uuid()))
-            .bind(r.created_by.map(|u| u.as_uuid()))
-            .bind(r.created_at)
-            .bind(r.updated_at)
-            .bind(r.finished_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
+            bind_run!(sqlx::query(&sql), r, def, input, steps)
+                .execute(p)
+                .await
+                .map_err(db_err)?;
         });
         Ok(())
     }
@@ -332,29 +343,10 @@ impl WorkflowStore for SqlStore {
         );
         let job = Job::from_new(new);
         let payload = to_json(&job.payload)?;
-        let job_sql = job_insert_sql();
-        let run_sql = format!(
-            "INSERT INTO workflow_runs ({RUN_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
-             $9, $10, $11, $12, $13, $14, $15)"
-        );
+        let (run_sql, job_sql) = (run_insert_sql(), job_insert_sql());
         on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
-            sqlx::query(&run_sql)
-                .bind(r.id.as_uuid())
-                .bind(r.tenant_id.as_uuid())
-                .bind(&r.workflow)
-                .bind(attempts_col(r.version))
-                .bind(&def)
-                .bind(r.status.as_str())
-                .bind(&r.trigger)
-                .bind(&input)
-                .bind(&steps)
-                .bind(r.error.as_deref())
-                .bind(r.job_id.map(|j| j.as_uuid()))
-                .bind(r.created_by.map(|u| u.as_uuid()))
-                .bind(r.created_at)
-                .bind(r.updated_at)
-                .bind(r.finished_at)
+            bind_run!(sqlx::query(&run_sql), r, def, input, steps)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;

@@ -236,24 +236,7 @@ pub fn render(value: &Value, ctx: &Value) -> Value {
 
 /// Fill placeholders in a text (strings as they are, other values as JSON).
 pub fn render_text(s: &str, ctx: &Value) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        match lookup(ctx, after[..end].trim()) {
-            Some(Value::String(v)) => out.push_str(v),
-            Some(Value::Null) | None => {}
-            Some(v) => out.push_str(&v.to_string()),
-        }
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
+    coachlibre_skills::template::fill(s, |path| lookup(ctx, path))
 }
 
 /// Outputs of finished steps, as the context of templates.
