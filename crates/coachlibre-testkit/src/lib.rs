@@ -80,6 +80,7 @@ impl TestDb {
         }
         let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
         let mut conn = PgConnection::connect(&base).await?;
+        drop_stale_schemas(&mut conn).await;
         sqlx::raw_sql(&format!("CREATE SCHEMA \"{schema}\""))
             .execute(&mut conn)
             .await?;
@@ -104,6 +105,40 @@ impl TestDb {
     }
 }
 
+/// Test schemas are named `t_<UUID v7>`, so their age is in their name: drop those over an
+/// hour old (left by a test whose own drop timed out, or by a killed run). Best effort.
+async fn drop_stale_schemas(conn: &mut PgConnection) {
+    let Ok(rows) = sqlx::query_scalar::<_, String>(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 't\\_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    else {
+        return;
+    };
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis().saturating_sub(3_600_000))
+        .unwrap_or(0);
+    for name in rows {
+        let Ok(id) = uuid::Uuid::parse_str(&name[2..]) else {
+            continue;
+        };
+        let Some(ts) = id.get_timestamp() else {
+            continue;
+        };
+        let (secs, nanos) = ts.to_unix();
+        let ms = u128::from(secs) * 1000 + u128::from(nanos / 1_000_000);
+        if ms < hour_ago {
+            let _ = sqlx::raw_sql(&format!(
+                "SET lock_timeout = '1s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+            ))
+            .execute(&mut *conn)
+            .await;
+        }
+    }
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let Some((base, schema)) = self.pg_schema.take() else {
@@ -116,9 +151,14 @@ impl Drop for TestDb {
                 .build()?;
             rt.block_on(async {
                 let mut conn = PgConnection::connect(&base).await?;
-                sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .execute(&mut conn)
-                    .await?;
+                // A connection the test left in a transaction (a background task cut off by
+                // the test's end) would make the drop wait for ever: give up after a while
+                // (the schema is then dropped by a later run, see `drop_stale_schemas`).
+                sqlx::raw_sql(&format!(
+                    "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                ))
+                .execute(&mut conn)
+                .await?;
                 conn.close().await
             })
             .map_err(std::io::Error::other)
