@@ -307,12 +307,10 @@ impl RunAnalysis {
     /// With the built-in business-intelligence skills; `allow_private` lets it fetch sites on
     /// private networks (as `knowledge.allow_private_urls`).
     pub fn new(catalog: Catalog, allow_private: bool) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(format!("{USER_AGENT}/{}", env!("CARGO_PKG_VERSION")))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(20))
-            .build()
-            .unwrap_or_default();
+        let http = fetch::client(
+            &format!("{USER_AGENT}/{}", env!("CARGO_PKG_VERSION")),
+            Duration::from_secs(20),
+        );
         Self {
             catalog,
             http,

@@ -219,17 +219,7 @@ impl Jobs {
     /// Enqueue on the system's behalf (no permission check); returns the job and whether it
     /// is new (false: the idempotency key named an existing one).
     pub async fn enqueue(&self, job: NewJob) -> Result<(Job, bool)> {
-        job.validate()?;
-        if self.registry.get(&job.kind).is_none() {
-            return Err(Error::invalid(
-                "kind",
-                format!(
-                    "no job kind '{}'; known kinds: {}",
-                    job.kind,
-                    self.registry.kinds().collect::<Vec<_>>().join(", ")
-                ),
-            ));
-        }
+        self.check(&job)?;
         let (job, created) = self.store.enqueue(&job).await?;
         if created {
             self.wake.notify_one();
@@ -243,15 +233,26 @@ impl Jobs {
         self.wake.notify_one();
     }
 
-    /// Whether this build runs jobs of `kind`.
-    pub fn knows(&self, kind: &str) -> bool {
-        self.registry.get(kind).is_some()
+    /// A job that can be enqueued: valid fields, and a kind this build runs.
+    pub fn check(&self, job: &NewJob) -> Result<()> {
+        job.validate()?;
+        if self.registry.get(&job.kind).is_none() {
+            return Err(Error::invalid(
+                "kind",
+                format!(
+                    "no job kind '{}'; known kinds: {}",
+                    job.kind,
+                    self.registry.kinds().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Enqueue many at once (one transaction); returns how many were new.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<u64> {
         for j in jobs {
-            j.validate()?;
+            self.check(j)?;
         }
         let n = self.store.enqueue_many(jobs).await?;
         self.wake.notify_one();
@@ -345,14 +346,11 @@ impl Jobs {
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Error::invalid("name", "must be 1 to 100 characters"));
         }
-        let probe = NewJob::new(by.tenant(), &input.kind, input.payload.clone());
-        probe.validate()?;
-        if self.registry.get(&input.kind).is_none() {
-            return Err(Error::invalid(
-                "kind",
-                format!("no job kind '{}'", input.kind),
-            ));
-        }
+        self.check(&NewJob::new(
+            by.tenant(),
+            &input.kind,
+            input.payload.clone(),
+        ))?;
         let timezone = input.timezone.unwrap_or_else(|| "UTC".to_owned());
         let now = coachlibre_core::now();
         let next = cron::first_after(&input.cron, &timezone, now)

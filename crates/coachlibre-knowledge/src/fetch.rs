@@ -14,6 +14,17 @@ pub struct Fetched {
     pub bytes: Vec<u8>,
 }
 
+/// The HTTP client [`get`] expects: it follows no redirects itself (`get` does, checking each
+/// hop), and gives up after `timeout`.
+pub fn client(user_agent: &str, timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(user_agent)
+        .build()
+        .unwrap_or_default()
+}
+
 /// An http or https URL, or a clear 4xx.
 pub fn parse_url(url: &str) -> Result<Url> {
     let parsed =

@@ -151,12 +151,10 @@ impl Knowledge {
             building: Arc::default(),
             queue: tx,
             policy: ChunkPolicy::default(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .redirect(reqwest::redirect::Policy::none())
-                .user_agent("CoachLibre knowledge import")
-                .build()
-                .unwrap_or_default(),
+            http: fetch::client(
+                "CoachLibre knowledge import",
+                std::time::Duration::from_secs(30),
+            ),
             allow_private_urls: false,
         };
         tokio::spawn(k.clone().worker(rx));

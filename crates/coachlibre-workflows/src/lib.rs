@@ -193,10 +193,7 @@ impl Workflows {
         let mut job = NewJob::new(run.tenant_id, RUN, payload).max_attempts(5);
         job.id = Some(job_id);
         job.created_by = run.created_by;
-        job.validate()?;
-        if !self.jobs.knows(RUN) {
-            return Err(Error::Internal("this build does not run workflows".into()));
-        }
+        self.jobs.check(&job)?;
         // One transaction: a run is never left without the job that executes it.
         self.store.insert_run_with_job(&run, &job).await?;
         self.jobs.notify();

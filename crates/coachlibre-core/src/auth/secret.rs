@@ -27,12 +27,7 @@ pub fn random_token(n: usize) -> String {
 /// SHA-256 of a token, hex: how refresh tokens, API keys and recovery codes are stored.
 /// These tokens carry 128+ bits of entropy, so a fast hash is enough (no dictionary to try).
 pub fn hash_token(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    hex(&Sha256::digest(token.as_bytes()))
 }
 
 fn hex(bytes: &[u8]) -> String {
