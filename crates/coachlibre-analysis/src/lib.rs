@@ -109,14 +109,16 @@ impl Analyses {
             .host_str()
             .unwrap_or_default()
             .trim_start_matches("www.");
-        let mut a = Analysis {
+        let a = Analysis {
             id: AnalysisId::generate(),
             tenant_id: by.tenant(),
             created_by: by.actor_id(),
             url: parsed.to_string(),
             company: host.to_owned(),
             status: AnalysisStatus::Queued,
-            job_id: None,
+            // Chosen before the job is queued: a worker may load the analysis before this
+            // call returns, and must see it.
+            job_id: Some(coachlibre_core::ids::JobId::generate()),
             sections: Vec::new(),
             report: None,
             error: None,
@@ -130,10 +132,9 @@ impl Analyses {
         let mut job = NewJob::new(a.tenant_id, RUN, payload)
             .max_attempts(3)
             .key(format!("analysis:{}", a.id));
+        job.id = a.job_id;
         job.created_by = a.created_by;
-        let (job, _) = self.jobs.enqueue(job).await?;
-        a.job_id = Some(job.id);
-        self.store.update_analysis(&a).await?;
+        self.jobs.enqueue(job).await?;
         Ok(a)
     }
 
