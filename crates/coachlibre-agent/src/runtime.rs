@@ -15,12 +15,11 @@ use std::sync::Arc;
 use coachlibre_core::agent::Agent;
 use coachlibre_core::audit::{AuditEntry, action};
 use coachlibre_core::conversation::{
-    Approval, ApprovalStatus, Conversation, Message, MessageStatus, UsageRecord, month_start,
+    Approval, ApprovalStatus, Citation, Conversation, Message, MessageStatus, UsageRecord,
+    month_start,
 };
 use coachlibre_core::goal::Notification;
-use coachlibre_core::ids::{
-    ApprovalId, ChunkId, CollectionId, DocumentId, MessageId, UsageId, UserId,
-};
+use coachlibre_core::ids::{ApprovalId, MessageId, UsageId, UserId};
 use coachlibre_core::knowledge::{KnowledgeSource, Passage};
 use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, ChatRole, GenerationParams, ModelError,
@@ -85,20 +84,8 @@ pub enum TurnEvent {
         tool: String,
         arguments: Value,
     },
-    /// A passage of the coach's material the answer is grounded in (`index` is the number
-    /// the answer cites it by, like `[1]`).
-    Citation {
-        index: usize,
-        chunk_id: ChunkId,
-        document_id: DocumentId,
-        collection_id: CollectionId,
-        title: String,
-        heading: String,
-        /// Byte span of the passage in the document's text.
-        start: i64,
-        end: i64,
-        text: String,
-    },
+    /// A passage of the coach's material the answer is grounded in.
+    Citation(Citation),
     Done {
         message_id: MessageId,
         finish: TurnFinish,
@@ -118,7 +105,7 @@ impl TurnEvent {
             Self::ToolCall { .. } => "tool_call",
             Self::ToolResult { .. } => "tool_result",
             Self::ApprovalRequired { .. } => "approval_required",
-            Self::Citation { .. } => "citation",
+            Self::Citation(_) => "citation",
             Self::Done { .. } => "done",
             Self::Error { .. } => "error",
         }
@@ -168,6 +155,13 @@ pub struct Runtime {
     models: Arc<dyn ModelSource>,
     knowledge: Option<Arc<dyn KnowledgeSource>>,
     max_steps: u32,
+}
+
+impl Runtime {
+    /// Where chat models come from.
+    pub fn models(&self) -> &Arc<dyn ModelSource> {
+        &self.models
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -358,9 +352,10 @@ impl Runtime {
             msg.prompt_tokens = turn.usage.prompt_tokens;
             msg.completion_tokens = turn.usage.completion_tokens;
             if step.calls.is_empty() {
+                msg.citations = citations(&msg.content, &turn.sources);
                 self.store.insert_message_with_usage(&msg, &usage).await?;
-                for ev in citations(&msg.content, &turn.sources) {
-                    sink.emit(ev).await;
+                for c in &msg.citations {
+                    sink.emit(TurnEvent::Citation(c.clone())).await;
                 }
                 let finish = match step.finish {
                     coachlibre_core::model::FinishReason::Length => TurnFinish::Length,
@@ -942,9 +937,9 @@ async fn consume(mut stream: coachlibre_core::model::ChatStream, sink: &Sink) ->
     }
 }
 
-/// Citation events for an answer: the sources it cites as `[n]`, or, when it cites none by
+/// The citations of an answer: the sources it cites as `[n]`, or, when it cites none by
 /// number, every source it was given (the answer was grounded in them).
-fn citations(answer: &str, sources: &[Passage]) -> Vec<TurnEvent> {
+fn citations(answer: &str, sources: &[Passage]) -> Vec<Citation> {
     let cited: Vec<usize> = (1..=sources.len())
         .filter(|n| answer.contains(&format!("[{n}]")))
         .collect();
@@ -957,7 +952,7 @@ fn citations(answer: &str, sources: &[Passage]) -> Vec<TurnEvent> {
         .into_iter()
         .filter_map(|n| {
             let p = sources.get(n - 1)?;
-            Some(TurnEvent::Citation {
+            Some(Citation {
                 index: n,
                 chunk_id: p.chunk_id,
                 document_id: p.document_id,

@@ -4,7 +4,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::ids::{AgentId, ApprovalId, ConversationId, MessageId, TenantId, UsageId, UserId};
+use crate::ids::{
+    AgentId, ApprovalId, ChunkId, CollectionId, ConversationId, DocumentId, MessageId, TenantId,
+    UsageId, UserId,
+};
 use crate::model::{ChatRole, ToolCall};
 use crate::{Error, Result, Timestamp};
 
@@ -142,6 +145,27 @@ pub struct Message {
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
     pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The passages of the coach's material the answer is grounded in (assistant messages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<Citation>,
+}
+
+/// A passage of the coach's material an answer is grounded in; `index` is the number the
+/// answer cites it by, like `[1]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Citation {
+    pub index: usize,
+    pub chunk_id: ChunkId,
+    pub document_id: DocumentId,
+    pub collection_id: CollectionId,
+    /// The document's title.
+    pub title: String,
+    /// The headings above the passage.
+    pub heading: String,
+    /// Byte span of the passage in the document's text.
+    pub start: i64,
+    pub end: i64,
+    pub text: String,
 }
 
 impl Message {
@@ -163,6 +187,7 @@ impl Message {
             prompt_tokens: 0,
             completion_tokens: 0,
             created_at: crate::now(),
+            citations: Vec::new(),
         }
     }
 }

@@ -210,6 +210,9 @@ pub struct HttpConfig {
     pub cors_origins: Vec<String>,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Mark the web app's cookies `Secure` (set it when browsers reach the server over TLS;
+    /// behind a trusted proxy, `X-Forwarded-Proto: https` does the same per request).
+    pub secure_cookies: bool,
 }
 
 /// Token-bucket rate limits.
@@ -282,6 +285,7 @@ impl Default for HttpConfig {
             request_timeout_secs: 30,
             cors_origins: Vec::new(),
             trust_forwarded_for: false,
+            secure_cookies: false,
         }
     }
 }

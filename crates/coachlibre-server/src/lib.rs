@@ -16,6 +16,7 @@ pub mod middleware;
 pub mod models;
 pub mod routes;
 pub mod state;
+pub mod web;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -198,6 +199,8 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let api = public
         .merge(protected)
         .layer(from_fn_with_state(state.clone(), middleware::guard));
+    // The web app: its pages check the session cookie themselves (signing in is one of them).
+    let web = web::routes().layer(from_fn_with_state(state.clone(), middleware::guard));
     let ops = OpenApiRouter::new()
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -208,6 +211,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .split_for_parts();
     let router = router
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi.clone()))
+        .merge(web)
         .with_state(state);
     (router, openapi)
 }

@@ -133,7 +133,7 @@ macro_rules! conversation_row {
 }
 
 const MSG_COLS: &str = "id, tenant_id, conversation_id, role, content, tool_calls, \
-    tool_call_id, status, prompt_tokens, completion_tokens, created_at";
+    tool_call_id, status, prompt_tokens, completion_tokens, created_at, citations";
 
 macro_rules! message_row {
     ($r:expr) => {{
@@ -153,6 +153,7 @@ macro_rules! message_row {
             prompt_tokens: count(col!(r, "prompt_tokens", i64)),
             completion_tokens: count(col!(r, "completion_tokens", i64)),
             created_at: col!(r, "created_at"),
+            citations: from_json(&col!(r, "citations", String))?,
         }
     }};
 }
@@ -280,14 +281,15 @@ fn role_of(s: &str) -> Option<coachlibre_core::model::ChatRole> {
 pub(crate) fn message_insert_sql() -> String {
     format!(
         "INSERT INTO messages ({MSG_COLS}) \
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
          WHERE EXISTS (SELECT 1 FROM conversations WHERE tenant_id = $2 AND id = $3)"
     )
 }
 
-/// Bind message `$m` (its tool calls encoded as `$calls`) to [`message_insert_sql`].
+/// Bind message `$m` (its tool calls and citations encoded as `$calls` and `$cites`) to
+/// [`message_insert_sql`].
 macro_rules! bind_message {
-    ($q:expr, $m:expr, $calls:expr) => {
+    ($q:expr, $m:expr, $calls:expr, $cites:expr) => {
         $q.bind($m.id.as_uuid())
             .bind($m.tenant_id.as_uuid())
             .bind($m.conversation_id.as_uuid())
@@ -299,6 +301,7 @@ macro_rules! bind_message {
             .bind(i64::from($m.prompt_tokens))
             .bind(i64::from($m.completion_tokens))
             .bind($m.created_at)
+            .bind(&$cites)
     };
 }
 pub(crate) use bind_message;
@@ -318,10 +321,11 @@ impl SqlStore {
     /// the insert only happens if the conversation is the tenant's.
     async fn insert_message_inner(&self, m: &Message, u: Option<&UsageRecord>) -> StoreResult<()> {
         let calls = to_json(&m.tool_calls)?;
+        let cites = to_json(&m.citations)?;
         let insert = message_insert_sql();
         macro_rules! message_insert {
             () => {
-                bind_message!(sqlx::query(&insert), m, calls)
+                bind_message!(sqlx::query(&insert), m, calls, cites)
             };
         }
         on_pool_write!(self, p => {
@@ -630,10 +634,12 @@ impl ConversationStore for SqlStore {
 
     async fn update_message(&self, m: &Message) -> StoreResult<()> {
         let calls = to_json(&m.tool_calls)?;
+        let cites = to_json(&m.citations)?;
         on_pool_write!(self, p => {
             let r = sqlx::query(
                 "UPDATE messages SET content = $3, tool_calls = $4, status = $5, \
-                 prompt_tokens = $6, completion_tokens = $7 WHERE tenant_id = $1 AND id = $2",
+                 prompt_tokens = $6, completion_tokens = $7, citations = $8 \
+                 WHERE tenant_id = $1 AND id = $2",
             )
             .bind(m.tenant_id.as_uuid())
             .bind(m.id.as_uuid())
@@ -642,6 +648,7 @@ impl ConversationStore for SqlStore {
             .bind(m.status.as_str())
             .bind(i64::from(m.prompt_tokens))
             .bind(i64::from(m.completion_tokens))
+            .bind(&cites)
             .execute(p)
             .await
             .map_err(db_err)?;

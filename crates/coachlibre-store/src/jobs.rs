@@ -726,9 +726,9 @@ impl JobStore for SqlStore {
         message: Option<&Message>,
     ) -> StoreResult<bool> {
         let insert = message_insert_sql();
-        let calls = match message {
-            Some(m) => to_json(&m.tool_calls)?,
-            None => String::new(),
+        let (calls, cites) = match message {
+            Some(m) => (to_json(&m.tool_calls)?, to_json(&m.citations)?),
+            None => (String::new(), String::new()),
         };
         on_pool_write!(self, p => {
             let mut tx = p.begin().await.map_err(db_err)?;
@@ -746,7 +746,7 @@ impl JobStore for SqlStore {
             if sent && let Some(m) = message {
                 // No row when the conversation was deleted meanwhile: the reminder still
                 // counts as sent (its notification says so).
-                bind_message!(sqlx::query(&insert), m, calls)
+                bind_message!(sqlx::query(&insert), m, calls, cites)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;

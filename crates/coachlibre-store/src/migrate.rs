@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_workflows.sql"),
         postgres: include_str!("../migrations/postgres/0009_workflows.sql"),
     },
+    Migration {
+        version: 10,
+        name: "citations",
+        sqlite: include_str!("../migrations/sqlite/0010_citations.sql"),
+        postgres: include_str!("../migrations/postgres/0010_citations.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.

@@ -141,6 +141,11 @@ impl Auth {
         &self.keys
     }
 
+    /// The rules in force.
+    pub fn policy(&self) -> &AuthPolicy {
+        &self.policy
+    }
+
     async fn audit(&self, entry: AuditEntry) -> Result<()> {
         self.store.append_audit(&entry).await.map_err(Error::from)
     }
@@ -412,6 +417,37 @@ impl Auth {
             role: claims.role.parse::<Role>().map_err(|_| invalid())?,
             credential: Credential::Session,
         })
+    }
+
+    /// Resolve a browser session (the refresh token a web sign-in keeps in its cookie) to an
+    /// actor. The token is not rotated: a browser sends it with every request, in parallel,
+    /// and rotation would race. It dies with sign-out, a password change or its expiry.
+    pub async fn authenticate_session(&self, token: &str) -> Result<(Actor, UserView)> {
+        let invalid = || Error::Unauthenticated(AuthFailure::InvalidToken);
+        let found = self
+            .store
+            .find_refresh_token(&secret::hash_token(token))
+            .await?
+            .ok_or_else(invalid)?;
+        let now = crate::now();
+        if found.revoked_at.is_some() || found.used_at.is_some() {
+            return Err(invalid());
+        }
+        if found.expires_at <= now {
+            return Err(Error::Unauthenticated(AuthFailure::TokenExpired));
+        }
+        let user = self
+            .store
+            .get_user(found.tenant_id, found.user_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let actor = Actor {
+            user_id: user.id,
+            tenant_id: user.tenant_id,
+            role: user.role,
+            credential: Credential::Session,
+        };
+        Ok((actor, UserView::from(&user)))
     }
 
     async fn authenticate_api_key(&self, key: &str) -> Result<Actor> {

@@ -51,6 +51,7 @@ pub struct Keys {
     jwt: [u8; 32],
     seal: [u8; 32],
     webhook: [u8; 32],
+    csrf: [u8; 32],
 }
 
 impl fmt::Debug for Keys {
@@ -80,6 +81,7 @@ impl Keys {
             jwt: derive(master, "coachlibre/jwt/v1"),
             seal: derive(master, "coachlibre/seal/v1"),
             webhook: derive(master, "coachlibre/webhook/v1"),
+            csrf: derive(master, "coachlibre/csrf/v1"),
         })
     }
 
@@ -92,6 +94,17 @@ impl Keys {
     /// nothing is stored; it changes with `secret_key`.
     pub fn webhook_secret(&self, scope: &str) -> String {
         hex(&derive(&self.webhook, scope))
+    }
+
+    /// The anti-forgery token of a browser session (`binding` is the session's cookie
+    /// value): derived, so nothing is stored, and useless without the cookie it is bound to.
+    pub fn csrf_token(&self, binding: &str) -> String {
+        hex(&derive(&self.csrf, binding))
+    }
+
+    /// Whether `token` is the anti-forgery token of `binding`.
+    pub fn verify_csrf(&self, binding: &str, token: &str) -> bool {
+        constant_time_eq(token, &self.csrf_token(binding))
     }
 
     /// Whether a webhook call proves it knows the secret of `scope`: the secret itself (in
@@ -165,6 +178,15 @@ mod tests {
         assert!(keys.verify_webhook("t1/welcome", None, Some(&sig), b"{}"));
         assert!(!keys.verify_webhook("t1/welcome", None, Some(&sig), b"{ }"));
         assert!(!keys.verify_webhook("t1/welcome", None, None, b"{}"));
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound_to_their_session() {
+        let keys = Keys::from_master(&[7u8; 32]).expect("keys");
+        let t = keys.csrf_token("session-a");
+        assert!(keys.verify_csrf("session-a", &t));
+        assert!(!keys.verify_csrf("session-b", &t));
+        assert!(!keys.verify_csrf("session-a", ""));
     }
 
     #[test]

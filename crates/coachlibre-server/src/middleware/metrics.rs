@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -56,12 +57,48 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Requests served since start, by (method, route, status), most frequent first.
+    pub fn request_counts(&self) -> Vec<RouteCount> {
+        let mut out: Vec<RouteCount> = self
+            .requests
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| {
+                let label = |name: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_owned())
+                        .unwrap_or_default()
+                };
+                RouteCount {
+                    method: label("method"),
+                    route: label("route"),
+                    status: label("status"),
+                    count: m.get_counter().get_value() as u64,
+                }
+            })
+            .collect();
+        out.sort_by_key(|r| std::cmp::Reverse(r.count));
+        out
+    }
+
     fn observe(&self, method: &str, route: &str, status: u16, secs: f64) {
         let status = status.to_string();
         let labels = [method, route, status.as_str()];
         self.requests.with_label_values(&labels).inc();
         self.latency.with_label_values(&labels).observe(secs);
     }
+}
+
+/// How many requests one route answered with one status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCount {
+    pub method: String,
+    pub route: String,
+    pub status: String,
+    pub count: u64,
 }
 
 /// Middleware recording every request.

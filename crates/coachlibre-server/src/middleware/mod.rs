@@ -24,7 +24,8 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     let ip = ClientIp::resolve(&parts, state.config.http.trust_forwarded_for);
     parts.extensions.insert(ip);
     if state.limits.enabled {
-        let is_login = parts.uri.path() == "/api/v1/auth/login";
+        let is_login = matches!(parts.uri.path(), "/api/v1/auth/login" | "/login")
+            && parts.method == Method::POST;
         let limited = state.limits.per_ip.check(&ip.0).err().or_else(|| {
             is_login
                 .then(|| state.limits.login_per_ip.check(&ip.0).err())
@@ -50,18 +51,38 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
         })
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let Some(bearer) = bearer else {
-        return ApiError::from(AuthFailure::MissingCredentials).into_response();
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let resolved = match (bearer, crate::web::session_cookie(req.headers())) {
+        (Some(bearer), _) => state.auth.authenticate(bearer).await,
+        // The web app's own scripts call the API with the session cookie; a change must
+        // then carry the session's anti-forgery token in `X-CSRF-Token`.
+        (None, Some(cookie)) => {
+            let token = req
+                .headers()
+                .get(crate::web::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !safe && !state.auth.keys().verify_csrf(cookie, token) {
+                return ApiError::new(
+                    http::StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "a change made with the session cookie needs the page's X-CSRF-Token header",
+                )
+                .into_response();
+            }
+            state
+                .auth
+                .authenticate_session(cookie)
+                .await
+                .map(|(actor, _)| actor)
+        }
+        (None, None) => return ApiError::from(AuthFailure::MissingCredentials).into_response(),
     };
-    let actor = match state.auth.authenticate(bearer).await {
+    let actor = match resolved {
         Ok(a) => a,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let needed = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        Scope::Read
-    } else {
-        Scope::Write
-    };
+    let needed = if safe { Scope::Read } else { Scope::Write };
     if let Err(e) = actor.require_scope(needed) {
         return ApiError::from(e).into_response();
     }
