@@ -366,7 +366,9 @@ async fn keys(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> We
                 match k.revoked_at {
                     Some(t) => Cell::badge(format!("revoked {}", when(t)), "bad"),
                     None => Cell::posts(vec![
-                        Post::new(format!("/admin/keys/{}/revoke", k.id), "Revoke").danger(),
+                        Post::new(format!("/admin/keys/{}/revoke", k.id), "Revoke")
+                            .danger()
+                            .confirm("Revoke this key? Programs using it stop working."),
                     ]),
                 },
             ]

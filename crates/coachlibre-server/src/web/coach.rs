@@ -594,12 +594,7 @@ async fn agent_page(
         .section(
             Section::new("Try it")
                 .intro("Talk with the agent as a client would: the conversation is yours and stays in your list.")
-                .table(
-                    vec![""],
-                    vec![vec![Cell::posts(vec![
-                        Post::new(format!("/coach/agents/{id}/test"), "Open a test chat"),
-                    ])]],
-                ),
+                .button(Post::new(format!("/coach/agents/{id}/test"), "Open a test chat")),
         )
         .section(Section::new("Settings").form(FormSpec::new(
             format!("/coach/agents/{id}"),
@@ -607,12 +602,11 @@ async fn agent_page(
             fields,
         )))
         .section(
-            Section::new("Delete").table(
-                vec![""],
-                vec![vec![Cell::posts(vec![
-                    Post::new(format!("/coach/agents/{id}/delete"), "Delete this agent").danger(),
-                ])]],
-            ),
+            Section::new("Delete")
+                .intro("Deleting the agent also deletes its conversations with your clients.")
+                .button(Post::new(format!("/coach/agents/{id}/delete"), "Delete this agent")
+                    .danger()
+                    .confirm("Delete this agent and all its conversations?")),
         ),
     )
 }

@@ -106,6 +106,8 @@ pub struct Post {
     /// Extra hidden fields.
     pub fields: Vec<(String, String)>,
     pub danger: bool,
+    /// A question the browser asks before posting.
+    pub confirm: Option<String>,
 }
 
 impl Post {
@@ -115,7 +117,13 @@ impl Post {
             label: label.into(),
             fields: Vec::new(),
             danger: false,
+            confirm: None,
         }
+    }
+
+    pub fn confirm(mut self, question: &str) -> Self {
+        self.confirm = Some(question.to_owned());
+        self
     }
 
     pub fn danger(mut self) -> Self {
@@ -289,6 +297,8 @@ pub struct Section {
     pub pending: bool,
     /// Preformatted text shown under the heading (a report, a prompt).
     pub pre: Option<String>,
+    /// Buttons that post (open a test chat, delete...).
+    pub buttons: Vec<Post>,
 }
 
 impl Section {
@@ -333,6 +343,11 @@ impl Section {
     pub fn refresh(mut self, url: impl Into<String>, pending: bool) -> Self {
         self.refresh = Some(url.into());
         self.pending = pending;
+        self
+    }
+
+    pub fn button(mut self, p: Post) -> Self {
+        self.buttons.push(p);
         self
     }
 

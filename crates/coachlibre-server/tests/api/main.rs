@@ -4,6 +4,7 @@
 mod agents;
 mod analysis;
 mod auth;
+mod browser;
 mod errors;
 mod helpers;
 mod isolation;
@@ -12,4 +13,5 @@ mod knowledge;
 mod operations;
 mod skills;
 mod users;
+mod web;
 mod workflows;
