@@ -10,6 +10,7 @@
 //! marked [`MessageStatus::Partial`]. Every step is persisted before the next begins, so a turn
 //! waiting for approval survives a restart and resumes from the database.
 
+use coachlibre_core::event::{EventKind, EventSink, EventSlot};
 use std::sync::Arc;
 
 use coachlibre_core::agent::Agent;
@@ -155,6 +156,8 @@ pub struct Runtime {
     models: Arc<dyn ModelSource>,
     knowledge: Option<Arc<dyn KnowledgeSource>>,
     max_steps: u32,
+    /// Where "message received" and "goal completed" are published.
+    events: EventSlot,
 }
 
 impl Runtime {
@@ -208,12 +211,19 @@ impl Runtime {
             models,
             knowledge: None,
             max_steps: DEFAULT_MAX_STEPS,
+            events: EventSlot::default(),
         }
     }
 
     /// Answer from the coach's material (agents with collections).
     pub fn with_knowledge(mut self, knowledge: Arc<dyn KnowledgeSource>) -> Self {
         self.knowledge = Some(knowledge);
+        self
+    }
+
+    /// Publish "message received" and "goal completed" events to `sink`.
+    pub fn with_events(self, sink: Arc<dyn EventSink>) -> Self {
+        self.events.set(sink);
         self
     }
 
@@ -253,6 +263,19 @@ impl Runtime {
         let text = coachlibre_core::conversation::parse_user_message(&req.text)?.to_owned();
         let user_msg = Message::new(conv.tenant_id, conv.id, ChatRole::User, text.clone());
         self.store.insert_message(&user_msg).await?;
+        self.events
+            .publish(
+                conv.tenant_id,
+                EventKind::MessageReceived,
+                serde_json::json!({
+                    "client_id": conv.client_id,
+                    "conversation_id": conv.id,
+                    "agent_id": agent.id,
+                    "message_id": user_msg.id,
+                    "text": text,
+                }),
+            )
+            .await;
 
         if let Some(reason) = self.budget_exceeded(&conv, &agent).await? {
             let answer = format!(
@@ -447,7 +470,25 @@ impl Runtime {
             conversation: Some(turn.conversation.id),
             agent: &turn.agent,
         };
-        tools::execute(&ctx, &call.name, &call.arguments).await
+        let result = tools::execute(&ctx, &call.name, &call.arguments).await;
+        if let Ok(r) = &result
+            && call.name == "update_goal"
+            && r["achieved_now"] == json!(true)
+        {
+            self.events
+                .publish(
+                    ctx.tenant,
+                    EventKind::GoalCompleted,
+                    json!({
+                        "client_id": ctx.client,
+                        "goal_id": r["goal_id"],
+                        "title": r["title"],
+                        "conversation_id": ctx.conversation,
+                    }),
+                )
+                .await;
+        }
+        result
     }
 
     /// Audit a call, store its result for the model, and tell the client.

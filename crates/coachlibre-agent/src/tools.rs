@@ -346,16 +346,22 @@ pub async fn execute(ctx: &ToolContext<'_>, name: &str, args: &Value) -> Result<
                     return Err(ToolError("give both key_result_index and current".into()));
                 }
             };
+            let was_achieved = g.status == GoalStatus::Achieved;
             g.update(GoalUpdate {
                 status: str_arg(args, "status").and_then(GoalStatus::parse),
                 key_result_progress: progress,
                 ..Default::default()
             })?;
             ctx.store.update_goal(&g).await?;
+            let achieved_now = !was_achieved && g.status == GoalStatus::Achieved;
             let view = GoalView::from(g);
-            Ok(
-                json!({"goal_id": view.goal.id, "status": view.goal.status, "progress": view.progress}),
-            )
+            Ok(json!({
+                "goal_id": view.goal.id,
+                "title": view.goal.title,
+                "status": view.goal.status,
+                "progress": view.progress,
+                "achieved_now": achieved_now,
+            }))
         }
         "list_goals" => {
             let goals = ctx.store.list_goals(ctx.tenant, ctx.client).await?;

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod conversation;
 pub mod error;
+pub mod event;
 pub mod goal;
 pub mod ids;
 pub mod job;

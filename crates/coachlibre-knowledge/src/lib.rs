@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod hnsw;
 pub mod index;
 
+use coachlibre_core::event::{EventKind, EventSink, EventSlot};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -121,6 +122,8 @@ pub struct Knowledge {
     policy: ChunkPolicy,
     http: reqwest::Client,
     allow_private_urls: bool,
+    /// Where "document ready" is published.
+    events: EventSlot,
 }
 
 impl std::fmt::Debug for Knowledge {
@@ -156,9 +159,17 @@ impl Knowledge {
                 std::time::Duration::from_secs(30),
             ),
             allow_private_urls: false,
+            events: EventSlot::default(),
         };
         tokio::spawn(k.clone().worker(rx));
         k
+    }
+
+    /// Start the recovery [`Knowledge::start`] does, on a service configured since
+    /// [`Knowledge::new`] (so that events of recovered documents reach their sink).
+    pub fn resume(self) -> Self {
+        self.recover();
+        self
     }
 
     fn recover(&self) {
@@ -197,6 +208,12 @@ impl Knowledge {
                 Err(e) => tracing::error!(error = %e, "could not check the passages' embeddings"),
             }
         });
+    }
+
+    /// Publish "document ready" events to `sink` (the ingestion worker too).
+    pub fn with_events(self, sink: Arc<dyn EventSink>) -> Self {
+        self.events.set(sink);
+        self
     }
 
     /// Allow URL imports from loopback and private networks (off by default: a coach could
@@ -653,6 +670,18 @@ impl Knowledge {
             .replace_chunks(&d, &chunks, &self.model_name())
             .await?;
         tracing::info!(document = %d.id, chunks = chunks.len(), version = d.version, "document ready");
+        self.events
+            .publish(
+                tenant,
+                EventKind::DocumentReady,
+                serde_json::json!({
+                    "collection_id": d.collection_id,
+                    "document_id": d.id,
+                    "title": d.title,
+                    "chunks": chunks.len(),
+                }),
+            )
+            .await;
         Ok(())
     }
 

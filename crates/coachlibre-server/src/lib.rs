@@ -212,6 +212,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let router = router
         .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi.clone()))
         .merge(web)
+        .fallback(web::fallback)
         .with_state(state);
     (router, openapi)
 }
@@ -339,17 +340,22 @@ pub fn build_state(
     models: Arc<dyn ModelSource>,
 ) -> anyhow::Result<AppState> {
     let policy = config.auth_policy();
-    let knowledge = Knowledge::start(store.clone(), models.embedder())
-        .allow_private_urls(config.knowledge.allow_private_urls);
     let (registry, catalog) = job_registry(&config, store.clone(), models.clone());
     let jobs = coachlibre_jobs::Jobs::new(store.clone(), registry);
     let workflows =
         coachlibre_workflows::Workflows::new(store.clone(), jobs.clone(), catalog.clone());
+    // Workflows listen to what happens in the services (messages, goals, documents).
+    let events: Arc<dyn coachlibre_core::event::EventSink> = Arc::new(workflows.clone());
+    let knowledge = Knowledge::new(store.clone(), models.embedder())
+        .allow_private_urls(config.knowledge.allow_private_urls)
+        .with_events(events.clone())
+        .resume();
     let skills = coachlibre_skills::Skills::new(catalog, jobs.clone());
     let analyses = coachlibre_analysis::Analyses::new(store.clone(), jobs.clone());
     let runtime = Runtime::new(store.clone(), models)
         .with_max_steps(config.agents.max_steps)
-        .with_knowledge(Arc::new(knowledge.clone()));
+        .with_knowledge(Arc::new(knowledge.clone()))
+        .with_events(events);
     Ok(AppState {
         knowledge,
         jobs,

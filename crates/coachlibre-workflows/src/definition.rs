@@ -12,6 +12,10 @@ pub struct Workflow {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Events that start a run (besides the API, webhooks, schedules and the CLI); the run's
+    /// input is the event's data with its kind under `event`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on: Vec<coachlibre_core::event::EventKind>,
     pub steps: Vec<Step>,
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use coachlibre_core::accounts::By;
+use coachlibre_core::event::{Event, EventSink};
 use coachlibre_core::ids::{TenantId, WorkflowId, WorkflowRunId};
 use coachlibre_core::job::{Job, NewJob};
 use coachlibre_core::page::{Page, PageRequest};
@@ -168,6 +169,16 @@ impl Workflows {
     ) -> Result<WorkflowRun> {
         by.require_write()?;
         let w = self.get(by, name).await?;
+        self.start_version(by, w, input, trigger).await
+    }
+
+    async fn start_version(
+        &self,
+        by: By<'_>,
+        w: StoredWorkflow,
+        input: Value,
+        trigger: &str,
+    ) -> Result<WorkflowRun> {
         let now = coachlibre_core::now();
         // The job's id is chosen first, so that the run is written once, with it.
         let job_id = coachlibre_core::ids::JobId::generate();
@@ -217,6 +228,46 @@ impl Workflows {
         staff(by)?;
         let rows = self.store.list_runs(by.tenant(), workflow, page).await?;
         Ok(Page::from_rows(rows, page, |r| r.id.as_uuid()))
+    }
+}
+
+/// Events start the latest version of every workflow of the tenant that lists them in `on`.
+#[async_trait]
+impl EventSink for Workflows {
+    async fn publish(&self, event: Event) {
+        let kind = event.kind.as_str();
+        let workflows = match self.store.list_workflows(event.tenant).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, event = kind, "could not list the workflows to start");
+                return;
+            }
+        };
+        for w in workflows {
+            let listens = w.definition["on"]
+                .as_array()
+                .is_some_and(|on| on.iter().any(|k| k == kind));
+            if !listens {
+                continue;
+            }
+            let mut input = event.data.clone();
+            if let Some(o) = input.as_object_mut() {
+                o.insert("event".into(), Value::from(kind));
+            }
+            let name = w.name.clone();
+            let by = By::Operator(event.tenant);
+            match self
+                .start_version(by, w, input, &format!("event:{kind}"))
+                .await
+            {
+                Ok(run) => {
+                    tracing::info!(workflow = %name, run = %run.id, event = kind, "workflow started by an event")
+                }
+                Err(e) => {
+                    tracing::error!(workflow = %name, error = %e, event = kind, "could not start a workflow on an event")
+                }
+            }
+        }
     }
 }
 

@@ -457,10 +457,26 @@ async fn audit(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> W
             &PageRequest::parse(Some(50), q.cursor.as_deref())?,
         )
         .await?;
+    let names: std::collections::HashMap<UserId, String> = state
+        .accounts
+        .list_users(
+            By::Actor(&web.actor),
+            None,
+            &PageRequest::parse(Some(200), None)?,
+        )
+        .await?
+        .items
+        .into_iter()
+        .map(|u| (u.id, u.display_name))
+        .collect();
     let rows = page
         .items
         .into_iter()
         .map(|e| {
+            let by = e
+                .actor_id
+                .map(|a| names.get(&a).cloned().unwrap_or_else(|| a.to_string()))
+                .unwrap_or_default();
             let detail = if e.detail.is_null() {
                 String::new()
             } else {
@@ -469,7 +485,7 @@ async fn audit(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> W
             vec![
                 Cell::time(e.created_at),
                 Cell::text(e.action),
-                Cell::text(e.actor_id.map(|a| a.to_string()).unwrap_or_default()),
+                Cell::text(by),
                 Cell::text(e.target.unwrap_or_default()),
                 Cell::text(e.ip.unwrap_or_default()),
                 Cell::text(detail),

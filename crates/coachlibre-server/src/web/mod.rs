@@ -349,6 +349,15 @@ async fn root(headers: HeaderMap, state: axum::extract::State<AppState>) -> Resp
     Redirect::to("/login").into_response()
 }
 
+/// What answers an address no route knows: a page for browsers, JSON under `/api` (the
+/// error layer shapes it).
+pub async fn fallback(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    WebError::not_found().into_response()
+}
+
 /// The web app's routes.
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -210,6 +210,29 @@ async fn pages_need_a_session_and_changes_need_the_anti_forgery_token() {
             .await
             .expect("get");
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        // An unknown address is a page for browsers, JSON under /api.
+        let r = http
+            .get(app.url("/no-such-page"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap_or("")
+                .starts_with("text/html")
+        );
+        let r = http
+            .get(app.url("/api/v1/no-such-route"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            r.json::<Value>().await.expect("json")["error"]["code"],
+            "not_found"
+        );
         // Signing out ends the session: the cookie no longer opens anything.
         let page = http
             .get(app.url("/app"))

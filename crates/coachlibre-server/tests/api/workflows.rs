@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use coachlibre_testkit::scripted::Script;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -114,6 +115,140 @@ async fn workflows_over_http() {
             .await
             .expect("call");
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        app.stop().await;
+    }
+}
+
+/// Wait until the workflow `name` has `n` runs, all finished; the runs, newest first.
+async fn finished_runs(app: &TestApp, token: &str, name: &str, n: usize) -> Vec<Value> {
+    let mut runs = Vec::new();
+    for _ in 0..400 {
+        let r = app
+            .get(&format!("/api/v1/workflows/{name}/runs"), token)
+            .await;
+        runs = r.body["items"].as_array().cloned().unwrap_or_default();
+        let done = runs
+            .iter()
+            .all(|r| r["status"] == "succeeded" || r["status"] == "failed");
+        if runs.len() >= n && done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    runs
+}
+
+#[tokio::test]
+async fn events_start_the_workflows_that_listen() {
+    for (app, model) in crate::agents::apps().await {
+        model.push(Script::text("Noted."));
+        let c = crate::agents::cast(&app, json!({})).await;
+        let admin = app.admin_token().await;
+        let on_message = json!({"definition": {"name": "triage", "on": ["message_received"],
+            "steps": [{"id": "note", "kind": "aggregate",
+                       "template": "{{input.event}}: {{input.text}}"}]}});
+        let r = app.post("/api/v1/workflows", &admin, on_message).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let on_document = json!({"definition": {"name": "index-report", "on": ["document_ready"],
+            "steps": [{"id": "note", "kind": "aggregate", "template": "ready: {{input.title}}"}]}});
+        let r = app.post("/api/v1/workflows", &admin, on_document).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let bad = json!({"definition": {"name": "x", "on": ["moon_rise"],
+            "steps": [{"id": "a", "kind": "transform", "value": 1}]}});
+        let r = app.post("/api/v1/workflows", &admin, bad).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+
+        // A client's message starts "triage" once, with the message as input.
+        let conv = crate::agents::conversation(&app, &c).await;
+        let (status, _) = app
+            .post_sse(
+                &format!("/api/v1/conversations/{conv}/messages"),
+                &c.client,
+                json!({"content": "I missed my run today"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let runs = finished_runs(&app, &admin, "triage", 1).await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0]["trigger"], "event:message_received");
+        assert_eq!(runs[0]["status"], "succeeded", "{}", runs[0]);
+        assert_eq!(runs[0]["input"]["conversation_id"], conv.as_str());
+        assert_eq!(
+            runs[0]["steps"]["note"]["output"]["text"],
+            "message_received: I missed my run today"
+        );
+
+        // A document finishing ingestion starts "index-report"; "triage" does not run again.
+        let col = app
+            .post("/api/v1/collections", &c.coach, json!({"name": "Plans"}))
+            .await;
+        let col = col.body["id"].as_str().expect("id").to_owned();
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(b"# Plan\n\nRun easy on Mondays.\n".to_vec())
+                .file_name("plan.md"),
+        );
+        let resp = app
+            .client
+            .post(app.url(&format!("/api/v1/collections/{col}/documents")))
+            .bearer_auth(&c.coach)
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let runs = finished_runs(&app, &admin, "index-report", 1).await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0]["trigger"], "event:document_ready");
+        assert_eq!(runs[0]["steps"]["note"]["output"]["text"], "ready: Plan");
+        assert_eq!(finished_runs(&app, &admin, "triage", 1).await.len(), 1);
+
+        // A goal the agent marks achieved starts "celebrate", once.
+        let on_goal = json!({"definition": {"name": "celebrate", "on": ["goal_completed"],
+            "steps": [{"id": "note", "kind": "aggregate", "template": "done: {{input.title}}"}]}});
+        let r = app.post("/api/v1/workflows", &admin, on_goal).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let turn = |text: &'static str| {
+            let (app, c, conv) = (&app, &c, &conv);
+            async move {
+                let (status, events) = app
+                    .post_sse(
+                        &format!("/api/v1/conversations/{conv}/messages"),
+                        &c.client,
+                        json!({"content": text}),
+                    )
+                    .await;
+                assert_eq!(status, StatusCode::OK);
+                assert_eq!(
+                    events.last().map(|e| e.0.as_str()),
+                    Some("done"),
+                    "{events:?}"
+                );
+            }
+        };
+        model.push(Script::call("create_goal", json!({"title": "Run 5 km"})));
+        model.push(Script::text("Goal set."));
+        turn("I want to run 5 km").await;
+        let goals = app
+            .get(&format!("/api/v1/clients/{}/goals", c.client_id), &c.client)
+            .await;
+        let goal = goals.body[0]["goal"]["id"]
+            .as_str()
+            .or(goals.body[0]["id"].as_str())
+            .unwrap_or_else(|| panic!("a goal: {}", goals.body))
+            .to_owned();
+        for _ in 0..2 {
+            model.push(Script::call(
+                "update_goal",
+                json!({"goal_id": goal, "status": "achieved"}),
+            ));
+            model.push(Script::text("Well done!"));
+            turn("I ran 5 km!").await;
+        }
+        let runs = finished_runs(&app, &admin, "celebrate", 1).await;
+        assert_eq!(runs.len(), 1, "achieved twice, completed once: {runs:?}");
+        assert_eq!(runs[0]["trigger"], "event:goal_completed");
+        assert_eq!(runs[0]["steps"]["note"]["output"]["text"], "done: Run 5 km");
         app.stop().await;
     }
 }
