@@ -60,6 +60,7 @@ async fn turn(
         text: text.to_owned(),
         history: None,
         params: None,
+        instruction: false,
     });
     let mut done = None;
     while let Some(ev) = rx.recv().await {

@@ -20,7 +20,7 @@ use coachlibre_core::conversation::{
     month_start,
 };
 use coachlibre_core::goal::Notification;
-use coachlibre_core::ids::{ApprovalId, MessageId, UsageId, UserId};
+use coachlibre_core::ids::{ApprovalId, ConversationId, MessageId, UsageId, UserId};
 use coachlibre_core::knowledge::{KnowledgeSource, Passage};
 use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, ChatRole, GenerationParams, ModelError,
@@ -126,6 +126,10 @@ pub struct TurnRequest {
     pub history: Option<Vec<ChatMessage>>,
     /// Generation settings overriding the agent's for this turn.
     pub params: Option<GenerationParams>,
+    /// `text` is an instruction from a workflow, not the client's words: it is not stored,
+    /// publishes no event and feeds no memory; the agent's answer is written into the
+    /// conversation as usual (the agent speaks first).
+    pub instruction: bool,
 }
 
 /// Where events go: a client's stream, or nowhere (a turn resumed in the background).
@@ -221,16 +225,21 @@ impl Runtime {
         self
     }
 
-    /// Publish "message received" and "goal completed" events to `sink`.
-    pub fn with_events(self, sink: Arc<dyn EventSink>) -> Self {
+    /// Publish "message received" and "goal completed" events to `sink` (for this runtime
+    /// and its clones; the first sink set stays).
+    pub fn set_events(&self, sink: Arc<dyn EventSink>) {
         self.events.set(sink);
-        self
     }
 
     /// Change the step limit (at least 1).
     pub fn with_max_steps(mut self, steps: u32) -> Self {
         self.max_steps = steps.max(1);
         self
+    }
+
+    /// The store turns write to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     pub fn memories(&self) -> Memories {
@@ -261,21 +270,24 @@ impl Runtime {
         let conv = req.conversation;
         let agent = req.agent;
         let text = coachlibre_core::conversation::parse_user_message(&req.text)?.to_owned();
-        let user_msg = Message::new(conv.tenant_id, conv.id, ChatRole::User, text.clone());
-        self.store.insert_message(&user_msg).await?;
-        self.events
-            .publish(
-                conv.tenant_id,
-                EventKind::MessageReceived,
-                serde_json::json!({
-                    "client_id": conv.client_id,
-                    "conversation_id": conv.id,
-                    "agent_id": agent.id,
-                    "message_id": user_msg.id,
-                    "text": text,
-                }),
-            )
-            .await;
+        let instruction = req.instruction;
+        if !instruction {
+            let user_msg = Message::new(conv.tenant_id, conv.id, ChatRole::User, text.clone());
+            self.store.insert_message(&user_msg).await?;
+            self.events
+                .publish(
+                    conv.tenant_id,
+                    EventKind::MessageReceived,
+                    serde_json::json!({
+                        "client_id": conv.client_id,
+                        "conversation_id": conv.id,
+                        "agent_id": agent.id,
+                        "message_id": user_msg.id,
+                        "text": text,
+                    }),
+                )
+                .await;
+        }
 
         if let Some(reason) = self.budget_exceeded(&conv, &agent).await? {
             let answer = format!(
@@ -305,8 +317,16 @@ impl Runtime {
                     .await?
             }
             None => {
-                self.prompt(&conv, &agent, model.as_ref(), &text, &sources)
-                    .await?
+                let mut m = self
+                    .prompt(&conv, &agent, model.as_ref(), &text, &sources)
+                    .await?;
+                if instruction {
+                    m.push(ChatMessage::user(format!(
+                        "(An instruction from your coach's workflow, not a message from the \
+                         client: do not mention it, write to the client directly.) {text}"
+                    )));
+                }
+                m
             }
         };
         let mut turn = Turn {
@@ -319,7 +339,7 @@ impl Runtime {
             sources,
         };
         let answered = self.steps(&mut turn, sink).await?;
-        if answered && turn.agent.memory.extract {
+        if answered && turn.agent.memory.extract && !instruction {
             let memories = self.memories();
             if let Err(e) = memories
                 .extract_from(
@@ -459,6 +479,48 @@ impl Runtime {
     }
 
     /// Run a call that `tools::check` accepted.
+    /// Run one tool for a client outside a turn (a workflow's `tool` step), as `agent` would
+    /// (its collections for `search_knowledge`); `conversation` is where a reminder is
+    /// delivered. The call is audited like a turn's.
+    pub async fn run_tool(
+        &self,
+        agent: &Agent,
+        client: UserId,
+        conversation: Option<ConversationId>,
+        name: &str,
+        arguments: &Value,
+    ) -> Result<Value> {
+        let checked = tools::check(agent, name, arguments);
+        let ctx = ToolContext {
+            store: &self.store,
+            embedder: self.models.embedder(),
+            knowledge: self.knowledge.as_ref(),
+            sources_before: 0,
+            tenant: agent.tenant_id,
+            client,
+            conversation,
+            agent,
+        };
+        let outcome = match checked {
+            Ok(_) => tools::execute(&ctx, name, arguments).await,
+            Err(e) => Err(e),
+        };
+        self.tool_events(&ctx, name, &outcome).await;
+        self.store
+            .append_audit(
+                &AuditEntry::new(Some(agent.tenant_id), None, action::TOOL_CALLED)
+                    .target(client)
+                    .detail(json!({
+                        "tool": name,
+                        "agent": agent.id,
+                        "ok": outcome.is_ok(),
+                        "by": "workflow",
+                    })),
+            )
+            .await?;
+        outcome.map_err(|e| Error::invalid("tool", e.0))
+    }
+
     async fn call_tool(&self, turn: &Turn, call: &ToolCall) -> Result<Value, tools::ToolError> {
         let ctx = ToolContext {
             store: &self.store,
@@ -471,8 +533,19 @@ impl Runtime {
             agent: &turn.agent,
         };
         let result = tools::execute(&ctx, &call.name, &call.arguments).await;
-        if let Ok(r) = &result
-            && call.name == "update_goal"
+        self.tool_events(&ctx, &call.name, &result).await;
+        result
+    }
+
+    /// The events a tool's result makes: a goal that became achieved.
+    async fn tool_events(
+        &self,
+        ctx: &ToolContext<'_>,
+        name: &str,
+        result: &Result<Value, tools::ToolError>,
+    ) {
+        if let Ok(r) = result
+            && name == "update_goal"
             && r["achieved_now"] == json!(true)
         {
             self.events
@@ -481,6 +554,7 @@ impl Runtime {
                     EventKind::GoalCompleted,
                     json!({
                         "client_id": ctx.client,
+                        "agent_id": ctx.agent.id,
                         "goal_id": r["goal_id"],
                         "title": r["title"],
                         "conversation_id": ctx.conversation,
@@ -488,7 +562,6 @@ impl Runtime {
                 )
                 .await;
         }
-        result
     }
 
     /// Audit a call, store its result for the model, and tell the client.

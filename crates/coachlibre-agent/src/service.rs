@@ -372,6 +372,7 @@ impl Coaching {
             text: text.to_owned(),
             history,
             params: None,
+            instruction: false,
         })
     }
 

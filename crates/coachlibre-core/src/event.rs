@@ -14,7 +14,8 @@ pub enum EventKind {
     /// A client sent a message to an agent. Data: `client_id`, `conversation_id`, `agent_id`,
     /// `message_id`, `text`.
     MessageReceived,
-    /// A goal became achieved. Data: `client_id`, `goal_id`, `title`, `conversation_id`.
+    /// A goal became achieved. Data: `client_id`, `agent_id`, `goal_id`, `title`,
+    /// `conversation_id`.
     GoalCompleted,
     /// A document finished ingestion. Data: `collection_id`, `document_id`, `title`,
     /// `chunks`.

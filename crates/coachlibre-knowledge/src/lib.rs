@@ -210,10 +210,10 @@ impl Knowledge {
         });
     }
 
-    /// Publish "document ready" events to `sink` (the ingestion worker too).
-    pub fn with_events(self, sink: Arc<dyn EventSink>) -> Self {
+    /// Publish "document ready" events to `sink` (for this service and its clones, the
+    /// ingestion worker too; the first sink set stays).
+    pub fn set_events(&self, sink: Arc<dyn EventSink>) {
         self.events.set(sink);
-        self
     }
 
     /// Allow URL imports from loopback and private networks (off by default: a coach could

@@ -340,22 +340,25 @@ pub fn build_state(
     models: Arc<dyn ModelSource>,
 ) -> anyhow::Result<AppState> {
     let policy = config.auth_policy();
-    let (registry, catalog) = job_registry(&config, store.clone(), models.clone());
+    let knowledge = Knowledge::new(store.clone(), models.embedder())
+        .allow_private_urls(config.knowledge.allow_private_urls);
+    let runtime = agent_runtime(
+        &config,
+        store.clone(),
+        models.clone(),
+        Arc::new(knowledge.clone()),
+    );
+    let (registry, catalog) = job_registry(&config, store.clone(), models.clone(), runtime.clone());
     let jobs = coachlibre_jobs::Jobs::new(store.clone(), registry);
     let workflows =
         coachlibre_workflows::Workflows::new(store.clone(), jobs.clone(), catalog.clone());
     // Workflows listen to what happens in the services (messages, goals, documents).
     let events: Arc<dyn coachlibre_core::event::EventSink> = Arc::new(workflows.clone());
-    let knowledge = Knowledge::new(store.clone(), models.embedder())
-        .allow_private_urls(config.knowledge.allow_private_urls)
-        .with_events(events.clone())
-        .resume();
+    knowledge.set_events(events.clone());
+    runtime.set_events(events);
+    let knowledge = knowledge.resume();
     let skills = coachlibre_skills::Skills::new(catalog, jobs.clone());
     let analyses = coachlibre_analysis::Analyses::new(store.clone(), jobs.clone());
-    let runtime = Runtime::new(store.clone(), models)
-        .with_max_steps(config.agents.max_steps)
-        .with_knowledge(Arc::new(knowledge.clone()))
-        .with_events(events);
     Ok(AppState {
         knowledge,
         jobs,
@@ -372,11 +375,36 @@ pub fn build_state(
     })
 }
 
-/// Every job kind this build runs, with the skill catalogue its `skill.run` handler uses.
+/// [`job_registry`] for a command-line process, with its own agent runtime.
+pub fn standalone_registry(
+    config: &Config,
+    store: Arc<dyn Store>,
+    models: Arc<dyn ModelSource>,
+) -> (coachlibre_jobs::Registry, coachlibre_skills::Catalog) {
+    let knowledge = Knowledge::new(store.clone(), models.embedder());
+    let runtime = agent_runtime(config, store.clone(), models.clone(), Arc::new(knowledge));
+    job_registry(config, store, models, runtime)
+}
+
+/// The agent runtime: conversations' turns, and workflows' agent and tool steps.
+pub fn agent_runtime(
+    config: &Config,
+    store: Arc<dyn Store>,
+    models: Arc<dyn ModelSource>,
+    knowledge: Arc<dyn coachlibre_core::knowledge::KnowledgeSource>,
+) -> Runtime {
+    Runtime::new(store, models)
+        .with_max_steps(config.agents.max_steps)
+        .with_knowledge(knowledge)
+}
+
+/// Every job kind this build runs, with the skill catalogue its `skill.run` handler uses;
+/// `runtime` runs workflows' agent and tool steps.
 pub fn job_registry(
     config: &Config,
     store: Arc<dyn Store>,
     models: Arc<dyn ModelSource>,
+    runtime: Runtime,
 ) -> (coachlibre_jobs::Registry, coachlibre_skills::Catalog) {
     let catalog = coachlibre_skills::Catalog::new(store, models, &config.skills.model);
     let mut registry = coachlibre_jobs::Registry::builtin();
@@ -384,7 +412,7 @@ pub fn job_registry(
         coachlibre_skills::RUN,
         Arc::new(coachlibre_skills::RunSkill(catalog.clone())),
     );
-    let engine = coachlibre_workflows::RunWorkflow::new(catalog.clone());
+    let engine = coachlibre_workflows::RunWorkflow::new(catalog.clone()).with_agents(runtime);
     registry.register(
         coachlibre_workflows::START,
         Arc::new(coachlibre_workflows::StartWorkflow(engine.clone())),

@@ -65,6 +65,25 @@ pub enum Action {
     },
     /// Shape data: the output is `value` with its placeholders filled.
     Transform { value: Value },
+    /// One turn of an agent with a client: `message` is an instruction to the agent (not
+    /// stored, not shown); the agent answers with its persona, what it knows of the client,
+    /// its tools and its material, and the answer is written into its conversation with the
+    /// client (the latest, or a new one). `agent` and `client` are ids (placeholders allowed).
+    /// Output: `{"text", "message_id", "conversation_id", "citations"}`.
+    Agent {
+        agent: String,
+        client: String,
+        message: String,
+    },
+    /// Call one of an agent's tools for a client (`create_goal`, `schedule_reminder`...), as
+    /// that agent (it must have the tool). Output: the tool's result.
+    Tool {
+        tool: String,
+        agent: String,
+        client: String,
+        #[serde(default)]
+        arguments: Value,
+    },
     /// One role of a crew: a worker drafts, a supervisor checks the draft against each
     /// criterion, the worker revises with the critique, until the acceptance gate passes
     /// (every criterion met) or `max_rounds` is reached (the step then fails, with the

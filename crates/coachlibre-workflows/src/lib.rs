@@ -11,12 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use coachlibre_agent::{Runtime, TurnEvent, TurnRequest};
 use coachlibre_core::accounts::By;
+use coachlibre_core::agent::Agent;
+use coachlibre_core::conversation::{Channel, Conversation};
 use coachlibre_core::event::{Event, EventSink};
-use coachlibre_core::ids::{TenantId, WorkflowId, WorkflowRunId};
+use coachlibre_core::ids::{AgentId, TenantId, UserId, WorkflowId, WorkflowRunId};
 use coachlibre_core::job::{Job, NewJob};
 use coachlibre_core::page::{Page, PageRequest};
 use coachlibre_core::store::{Store, StoreError};
+use coachlibre_core::user::Role;
 use coachlibre_core::workflow::{RunStatus, StepState, StoredWorkflow, WorkflowRun};
 use coachlibre_core::{Error, Result};
 use coachlibre_jobs::{Handler, JobContext, JobError, Jobs};
@@ -103,6 +107,21 @@ impl Workflows {
         by.require_admin()?;
         by.require_write()?;
         let w = Workflow::parse(&definition).map_err(|e| Error::invalid("definition", e.0))?;
+        let known = coachlibre_agent::tools::names();
+        for step in &w.steps {
+            if let Action::Tool { tool, .. } = &step.action
+                && !known.contains(&tool.as_str())
+            {
+                return Err(Error::invalid(
+                    "definition",
+                    format!(
+                        "step '{}': there is no tool '{tool}' (tools: {})",
+                        step.id,
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
         for skill in w.skills() {
             self.catalog.find(by.tenant(), skill).await.map_err(|_| {
                 Error::invalid("definition", format!("there is no skill '{skill}'"))
@@ -275,6 +294,8 @@ impl EventSink for Workflows {
 #[derive(Debug, Clone)]
 pub struct RunWorkflow {
     catalog: Catalog,
+    /// Runs `agent` and `tool` steps (without it, they fail with a clear message).
+    agents: Option<Runtime>,
     /// Wait before a failed step's next attempt (doubles each time).
     retry_delay: Duration,
 }
@@ -283,8 +304,15 @@ impl RunWorkflow {
     pub fn new(catalog: Catalog) -> Self {
         Self {
             catalog,
+            agents: None,
             retry_delay: Duration::from_millis(500),
         }
+    }
+
+    /// Run `agent` and `tool` steps with this agent runtime.
+    pub fn with_agents(mut self, runtime: Runtime) -> Self {
+        self.agents = Some(runtime);
+        self
     }
 
     /// With another delay between a step's attempts (tests).
@@ -316,11 +344,52 @@ impl From<String> for StepFailure {
 
 async fn execute(
     catalog: &Catalog,
+    agents: Option<&Runtime>,
     tenant: TenantId,
     step: &Step,
     ctx: &Value,
 ) -> std::result::Result<(Value, Value), StepFailure> {
     match &step.action {
+        Action::Agent {
+            agent,
+            client,
+            message,
+        } => {
+            let runtime = agents.ok_or_else(no_agents)?;
+            let (agent, client) = agent_and_client(runtime, tenant, agent, client, ctx).await?;
+            let message = definition::render_text(message, ctx);
+            let input =
+                serde_json::json!({"agent": agent.id, "client": client, "message": message});
+            let output = agent_turn(runtime, agent, client, message).await?;
+            Ok((input, output))
+        }
+        Action::Tool {
+            tool,
+            agent,
+            client,
+            arguments,
+        } => {
+            let runtime = agents.ok_or_else(no_agents)?;
+            let (agent, client) = agent_and_client(runtime, tenant, agent, client, ctx).await?;
+            let arguments = definition::render(arguments, ctx);
+            let conversation = runtime
+                .store()
+                .latest_conversation(tenant, client, agent.id, Channel::Web.as_str())
+                .await
+                .map_err(|e| e.to_string())?
+                .map(|c| c.id);
+            let output = runtime
+                .run_tool(&agent, client, conversation, tool, &arguments)
+                .await
+                .map_err(|e| StepFailure {
+                    message: e.to_string(),
+                    // A refused call (unknown tool, bad arguments) fails the same way again.
+                    retry: !matches!(e, Error::Invalid { .. }),
+                })?;
+            let input = serde_json::json!({"tool": tool, "agent": agent.id, "client": client,
+                                           "arguments": arguments});
+            Ok((input, output))
+        }
         Action::Skill { skill, input } => {
             let input = definition::render(input, ctx);
             let out = catalog
@@ -377,6 +446,109 @@ async fn execute(
         Action::Transform { value } => Ok((Value::Null, definition::render(value, ctx))),
         Action::Crew { .. } => crew(catalog, tenant, step, ctx).await,
     }
+}
+
+fn no_agents() -> StepFailure {
+    StepFailure {
+        message: "agent and tool steps need the agent runtime; this worker was built without it"
+            .into(),
+        retry: false,
+    }
+}
+
+fn permanent(message: String) -> StepFailure {
+    StepFailure {
+        message,
+        retry: false,
+    }
+}
+
+/// The step's agent and client, from their (rendered) ids: the agent of the tenant, and a
+/// client account of the tenant.
+async fn agent_and_client(
+    runtime: &Runtime,
+    tenant: TenantId,
+    agent: &str,
+    client: &str,
+    ctx: &Value,
+) -> std::result::Result<(Agent, UserId), StepFailure> {
+    let agent_id: AgentId = definition::render_text(agent, ctx)
+        .trim()
+        .parse()
+        .map_err(|_| permanent(format!("agent '{agent}' is not an agent id")))?;
+    let client_id: UserId = definition::render_text(client, ctx)
+        .trim()
+        .parse()
+        .map_err(|_| permanent(format!("client '{client}' is not a user id")))?;
+    let store = runtime.store();
+    let agent = store
+        .get_agent(tenant, agent_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| permanent(format!("there is no agent {agent_id}")))?;
+    let user = store
+        .get_user(tenant, client_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| permanent(format!("there is no user {client_id}")))?;
+    if user.role != Role::Client {
+        return Err(permanent(format!("{client_id} is not a client")));
+    }
+    Ok((agent, client_id))
+}
+
+/// One instructed turn of `agent` in its latest web conversation with `client` (or a new
+/// one); the answer is stored there. Output: text, message, conversation and citations.
+async fn agent_turn(
+    runtime: &Runtime,
+    agent: Agent,
+    client: UserId,
+    message: String,
+) -> std::result::Result<Value, StepFailure> {
+    let store = runtime.store();
+    let conversation = match store
+        .latest_conversation(agent.tenant_id, client, agent.id, Channel::Web.as_str())
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        Some(c) => c,
+        None => {
+            let c = Conversation::new(agent.tenant_id, client, agent.id, Channel::Web, None)
+                .map_err(|e| permanent(e.to_string()))?;
+            store
+                .insert_conversation(&c)
+                .await
+                .map_err(|e| e.to_string())?;
+            c
+        }
+    };
+    let conversation_id = conversation.id;
+    let mut rx = runtime.start(TurnRequest {
+        conversation,
+        agent,
+        text: message,
+        history: None,
+        params: None,
+        instruction: true,
+    });
+    let (mut text, mut citations, mut message_id) = (String::new(), Vec::new(), None);
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            TurnEvent::Token { text: t } => text.push_str(&t),
+            TurnEvent::Citation(c) => citations.push(c),
+            TurnEvent::Done { message_id: id, .. } => message_id = Some(id),
+            TurnEvent::Error { message, .. } => return Err(message.into()),
+            _ => {}
+        }
+    }
+    let message_id =
+        message_id.ok_or_else(|| "the agent's turn ended without an answer".to_owned())?;
+    Ok(serde_json::json!({
+        "text": text,
+        "message_id": message_id,
+        "conversation_id": conversation_id,
+        "citations": citations,
+    }))
 }
 
 /// Whether the supervisor's verdict says criterion `i` (`text`) is met: the item naming it,
@@ -657,7 +829,14 @@ impl RunWorkflow {
                     Action::Transform { .. } | Action::Aggregate { .. } | Action::Condition { .. }
                 ) {
                     let now = coachlibre_core::now();
-                    let result = execute(&self.catalog, job.tenant_id, s, &template_ctx).await;
+                    let result = execute(
+                        &self.catalog,
+                        self.agents.as_ref(),
+                        job.tenant_id,
+                        s,
+                        &template_ctx,
+                    )
+                    .await;
                     let st = run.steps.entry(s.id.clone()).or_default();
                     st.attempts += 1;
                     st.started_at = Some(now);
@@ -681,8 +860,9 @@ impl RunWorkflow {
                 st.status = Some(RunStatus::Running);
                 st.started_at = Some(coachlibre_core::now());
                 spawned = true;
-                let (catalog, step, tctx, tenant, delay) = (
+                let (catalog, agents, step, tctx, tenant, delay) = (
                     self.catalog.clone(),
+                    self.agents.clone(),
                     s.clone(),
                     template_ctx.clone(),
                     job.tenant_id,
@@ -694,7 +874,7 @@ impl RunWorkflow {
                     let mut wait = delay;
                     loop {
                         attempts += 1;
-                        match execute(&catalog, tenant, &step, &tctx).await {
+                        match execute(&catalog, agents.as_ref(), tenant, &step, &tctx).await {
                             Ok(v) => return (step.id, attempts, Ok(v)),
                             Err(e) if !e.retry || attempts - earlier >= step.attempts => {
                                 return (step.id, attempts, Err(e.message));

@@ -77,7 +77,7 @@ pub async fn run(
         config.model_registry(),
         config.agents.embedding_model.clone(),
     ));
-    let (registry, _) = coachlibre_server::job_registry(config, store.clone(), models);
+    let (registry, _) = coachlibre_server::standalone_registry(config, store.clone(), models);
     let jobs = Jobs::new(store, registry);
     match cmd {
         JobsCmd::List {

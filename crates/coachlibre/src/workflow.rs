@@ -51,7 +51,7 @@ pub async fn run(
         config.model_registry(),
         config.agents.embedding_model.clone(),
     ));
-    let (registry, catalog) = coachlibre_server::job_registry(config, store.clone(), models);
+    let (registry, catalog) = coachlibre_server::standalone_registry(config, store.clone(), models);
     let jobs = Jobs::new(store.clone(), registry);
     let workflows = Workflows::new(store, jobs, catalog);
     match cmd {

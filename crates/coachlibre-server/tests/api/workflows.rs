@@ -252,3 +252,100 @@ async fn events_start_the_workflows_that_listen() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn agent_and_tool_steps_act_for_a_client() {
+    for (app, model) in crate::agents::apps().await {
+        let c = crate::agents::cast(&app, json!({})).await;
+        let admin = app.admin_token().await;
+        let unknown = json!({"definition": {"name": "x", "steps": [
+            {"id": "a", "kind": "tool", "tool": "fly", "agent": "a", "client": "b"}]}});
+        let r = app.post("/api/v1/workflows", &admin, unknown).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert!(
+            r.body["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no tool 'fly'")
+        );
+        let kickoff = json!({"definition": {"name": "kickoff", "steps": [
+            {"id": "goal", "kind": "tool", "tool": "create_goal", "agent": "{{input.agent}}",
+             "client": "{{input.client}}", "arguments": {"title": "Walk 10,000 steps a day"}},
+            {"id": "hello", "kind": "agent", "needs": ["goal"], "agent": "{{input.agent}}",
+             "client": "{{input.client}}",
+             "message": "Tell the client their goal '{{steps.goal.title}}' is set."}]}});
+        let r = app.post("/api/v1/workflows", &admin, kickoff).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+        model.push(Script::text("Your goal is set: well done for starting!"));
+        let r = app
+            .post(
+                "/api/v1/workflows/kickoff/runs",
+                &c.coach,
+                json!({"input": {"agent": c.agent, "client": c.client_id}}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let runs = finished_runs(&app, &c.coach, "kickoff", 1).await;
+        let run = &runs[0];
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(
+            run["steps"]["goal"]["output"]["title"],
+            "Walk 10,000 steps a day"
+        );
+        let hello = &run["steps"]["hello"]["output"];
+        assert_eq!(hello["text"], "Your goal is set: well done for starting!");
+        // The instruction reached the model, in the client's context, but is not stored:
+        // the conversation holds the agent's message only.
+        let asked = model.requests();
+        let last = asked.last().expect("a model request");
+        assert!(
+            last.messages.iter().any(|m| m
+                .content
+                .contains("Tell the client their goal 'Walk 10,000 steps a day' is set.")),
+            "{last:?}"
+        );
+        let conv = hello["conversation_id"].as_str().expect("conversation");
+        let msgs = app
+            .get(&format!("/api/v1/conversations/{conv}/messages"), &c.client)
+            .await;
+        let items = msgs.body["items"].as_array().cloned().unwrap_or_default();
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0]["role"], "assistant");
+        assert_eq!(items[0]["id"], hello["message_id"]);
+        let goals = app
+            .get(&format!("/api/v1/clients/{}/goals", c.client_id), &c.client)
+            .await;
+        assert_eq!(
+            goals.body.as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            goals.body
+        );
+
+        // A tool the agent may not use fails the step at once, with the reason.
+        let denied = json!({"definition": {"name": "denied", "steps": [
+            {"id": "search", "kind": "tool", "tool": "search_knowledge", "agent": "{{input.agent}}",
+             "client": "{{input.client}}", "arguments": {"query": "plans"}}]}});
+        let r = app.post("/api/v1/workflows", &admin, denied).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        app.post(
+            "/api/v1/workflows/denied/runs",
+            &c.coach,
+            json!({"input": {"agent": c.agent, "client": c.client_id}}),
+        )
+        .await;
+        let runs = finished_runs(&app, &c.coach, "denied", 1).await;
+        assert_eq!(runs[0]["status"], "failed", "{}", runs[0]);
+        assert_eq!(runs[0]["steps"]["search"]["attempts"], 1);
+        assert!(
+            runs[0]["steps"]["search"]["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("search_knowledge"),
+            "{}",
+            runs[0]
+        );
+        app.stop().await;
+    }
+}
