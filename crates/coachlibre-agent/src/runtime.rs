@@ -237,6 +237,11 @@ impl Runtime {
         self
     }
 
+    /// Where agents find the coach's material, if anywhere.
+    pub fn knowledge(&self) -> Option<Arc<dyn KnowledgeSource>> {
+        self.knowledge.clone()
+    }
+
     /// The store turns write to.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -406,7 +406,13 @@ pub fn job_registry(
     models: Arc<dyn ModelSource>,
     runtime: Runtime,
 ) -> (coachlibre_jobs::Registry, coachlibre_skills::Catalog) {
-    let catalog = coachlibre_skills::Catalog::new(store, models, &config.skills.model);
+    let mut tools =
+        coachlibre_skills::SkillTools::default().with_web(config.knowledge.allow_private_urls);
+    if let Some(k) = runtime.knowledge() {
+        tools = tools.with_knowledge(store.clone(), k);
+    }
+    let catalog =
+        coachlibre_skills::Catalog::new(store, models, &config.skills.model).with_tools(tools);
     let mut registry = coachlibre_jobs::Registry::builtin();
     registry.register(
         coachlibre_skills::RUN,

@@ -12,6 +12,7 @@
 pub mod builtin;
 mod skill;
 pub mod template;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use coachlibre_jobs::{Handler, JobContext, JobError, Jobs};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use skill::{OutputFormat, Skill, SkillError, SkillOutput, execute};
+pub use skill::{OutputFormat, Skill, SkillError, SkillOutput, ToolUse, execute};
+pub use tools::SkillTools;
 
 /// Runs skills.
 pub const RUN: &str = "skill.run";
@@ -78,6 +80,7 @@ pub struct Catalog {
     models: Arc<dyn ModelSource>,
     builtin: Arc<BTreeMap<String, Skill>>,
     default_model: String,
+    tools: SkillTools,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -107,7 +110,14 @@ impl Catalog {
             models,
             builtin: Arc::new(builtin),
             default_model: default_model.to_owned(),
+            tools: SkillTools::default(),
         }
+    }
+
+    /// The means of the skills' tools (`search_knowledge`, `fetch_page`).
+    pub fn with_tools(mut self, tools: SkillTools) -> Self {
+        self.tools = tools;
+        self
     }
 
     /// The skill of that name for the tenant: its own, else the built-in one.
@@ -145,7 +155,11 @@ impl Catalog {
             .models
             .chat(model_name)
             .map_err(|e| SkillError::Model(e.to_string()))?;
-        execute(&skill, input, model.as_ref()).await
+        let tools = ToolUse {
+            tools: &self.tools,
+            tenant,
+        };
+        execute(&skill, input, model.as_ref(), Some(tools)).await
     }
 }
 

@@ -1,12 +1,15 @@
 //! One skill: its definition, checks, prompt and run.
 
+use coachlibre_core::ids::TenantId;
 use coachlibre_core::model::{
-    ChatEvent, ChatMessage, ChatModel, ChatRequest, GenerationParams, Usage,
+    ChatEvent, ChatMessage, ChatModel, ChatRequest, GenerationParams, ToolCall, ToolSpec, Usage,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
+
+use crate::tools::SkillTools;
 
 /// What a skill's answer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -97,6 +100,9 @@ pub struct SkillOutput {
     pub usage: Usage,
     /// True when the first answer was sent back once for not matching the output.
     pub corrected: bool,
+    /// The tools the model called, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools_used: Vec<String>,
 }
 
 /// Allowed in names: lowercase letters, digits and '-' (they appear in URLs).
@@ -125,6 +131,16 @@ impl Skill {
         }
         if self.description.trim().is_empty() || self.prompt.trim().is_empty() {
             return bad("description and prompt must not be empty".into());
+        }
+        if let Some(t) = self
+            .allowed_tools
+            .iter()
+            .find(|t| !crate::tools::NAMES.contains(&t.as_str()))
+        {
+            return bad(format!(
+                "allowed_tools: there is no tool '{t}' (skills may use {})",
+                crate::tools::NAMES.join(", ")
+            ));
         }
         let props = self
             .input
@@ -246,30 +262,91 @@ fn extract_json(text: &str) -> Option<Value> {
     None
 }
 
-/// One model call, collected.
-async fn complete(
+/// Rounds of tool calls a skill's model may make before it must answer.
+const MAX_TOOL_ROUNDS: usize = 4;
+
+/// One model call, collected: its text, the tools it called and its usage.
+async fn call_model(
     model: &dyn ChatModel,
     messages: Vec<ChatMessage>,
+    tools: Vec<ToolSpec>,
     params: &GenerationParams,
-) -> Result<(String, Usage), SkillError> {
+) -> Result<(String, Vec<ToolCall>, Usage), SkillError> {
     let mut stream = model
         .chat(ChatRequest {
             messages,
-            tools: Vec::new(),
+            tools,
             params: params.clone(),
         })
         .await
         .map_err(|e| SkillError::Model(e.to_string()))?;
     let mut text = String::new();
+    let mut calls = Vec::new();
     let mut usage = Usage::default();
     while let Some(event) = stream.next().await {
         match event.map_err(|e| SkillError::Model(e.to_string()))? {
             ChatEvent::Token(t) => text.push_str(&t),
-            ChatEvent::ToolCall(_) => {}
+            ChatEvent::ToolCall(c) => calls.push(c),
             ChatEvent::Done { usage: u, .. } => usage = u,
         }
     }
-    Ok((text, usage))
+    Ok((text, calls, usage))
+}
+
+fn add(total: &mut Usage, more: Usage) {
+    total.prompt_tokens += more.prompt_tokens;
+    total.completion_tokens += more.completion_tokens;
+    total.cost_usd += more.cost_usd;
+}
+
+/// The skill's tools, for one run of it.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolUse<'a> {
+    pub tools: &'a SkillTools,
+    pub tenant: TenantId,
+}
+
+/// Ask the model until it answers in text: the tools it calls (among `allowed`) run and their
+/// results go back to it, for at most [`MAX_TOOL_ROUNDS`] rounds; `messages` ends with the
+/// answer.
+async fn complete(
+    model: &dyn ChatModel,
+    messages: &mut Vec<ChatMessage>,
+    params: &GenerationParams,
+    allowed: &[String],
+    tools: Option<ToolUse<'_>>,
+    used: &mut Vec<String>,
+) -> Result<(String, Usage), SkillError> {
+    let mut usage = Usage::default();
+    for round in 0..=MAX_TOOL_ROUNDS {
+        let specs = match tools {
+            Some(_) if round < MAX_TOOL_ROUNDS => SkillTools::specs(allowed),
+            _ => Vec::new(),
+        };
+        let (text, calls, u) = call_model(model, messages.clone(), specs, params).await?;
+        add(&mut usage, u);
+        let Some(t) = tools.filter(|_| !calls.is_empty() && round < MAX_TOOL_ROUNDS) else {
+            messages.push(ChatMessage::assistant(text.clone()));
+            return Ok((text, usage));
+        };
+        let mut asked = ChatMessage::assistant(text);
+        asked.tool_calls = calls.clone();
+        messages.push(asked);
+        for call in calls {
+            let result = if allowed.contains(&call.name) {
+                t.tools.call(t.tenant, &call.name, &call.arguments).await
+            } else {
+                Err(format!("the tool '{}' is not allowed here", call.name))
+            };
+            used.push(call.name.clone());
+            let content = match result {
+                Ok(v) => v.to_string(),
+                Err(e) => json!({"error": e}).to_string(),
+            };
+            messages.push(ChatMessage::tool(call.id, content));
+        }
+    }
+    Err(SkillError::Model("the model kept calling tools".into()))
 }
 
 /// Check the input, ask the model, check the answer (sending it back once with what is
@@ -278,6 +355,7 @@ pub async fn execute(
     skill: &Skill,
     input: &Value,
     model: &dyn ChatModel,
+    tools: Option<ToolUse<'_>>,
 ) -> Result<SkillOutput, SkillError> {
     skill
         .check_input(input)
@@ -297,20 +375,22 @@ pub async fn execute(
         ..GenerationParams::default()
     };
     let mut messages = vec![ChatMessage::system(system), ChatMessage::user(prompt)];
-    let (mut text, mut usage) = complete(model, messages.clone(), &params).await?;
+    let allowed = &skill.allowed_tools;
+    let tools = tools.filter(|_| !allowed.is_empty());
+    let mut used = Vec::new();
+    let (mut text, mut usage) =
+        complete(model, &mut messages, &params, allowed, tools, &mut used).await?;
     let (mut data, mut problems) = skill.problems(&text);
     let corrected = !problems.is_empty();
     if corrected {
-        messages.push(ChatMessage::assistant(text.clone()));
         messages.push(ChatMessage::user(format!(
             "Your answer does not follow the required format: {}. Write the whole answer \
              again, correctly.",
             problems.join("; ")
         )));
-        let (again, more) = complete(model, messages, &params).await?;
-        usage.prompt_tokens += more.prompt_tokens;
-        usage.completion_tokens += more.completion_tokens;
-        usage.cost_usd += more.cost_usd;
+        let (again, more) =
+            complete(model, &mut messages, &params, allowed, None, &mut used).await?;
+        add(&mut usage, more);
         (data, problems) = skill.problems(&again);
         text = again;
     }
@@ -338,6 +418,7 @@ pub async fn execute(
         model: model.name().to_owned(),
         usage,
         corrected,
+        tools_used: used,
     })
 }
 

@@ -338,3 +338,68 @@ sections = ["Letter"]
         assert_eq!(w.skills.list(By::Actor(&w.admin)).await.unwrap().len(), 17);
     }
 }
+
+#[tokio::test]
+async fn skills_call_their_allowed_tools_before_answering() {
+    for w in worlds().await {
+        let def = r#"
+name = "dated-plan"
+category = "coaching"
+description = "A plan for the coming days, dated."
+prompt = "Plan the next three days for {{goal}}."
+allowed_tools = ["current_date"]
+[input]
+type = "object"
+required = ["goal"]
+[input.properties.goal]
+type = "string"
+[output]
+sections = ["Plan"]
+"#;
+        let err = w
+            .skills
+            .put(
+                By::Actor(&w.admin),
+                &def.replace(r#"["current_date"]"#, r#"["teleport"]"#),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("no tool 'teleport'"), "{err}");
+        w.skills.put(By::Actor(&w.admin), def).await.unwrap();
+
+        // The model asks for the date, then a tool it may not use, then answers.
+        w.model.push(Script::call("current_date", json!({})));
+        w.model.push(Script::call(
+            "fetch_page",
+            json!({"url": "https://example.org"}),
+        ));
+        w.model
+            .push(Script::text("## Plan\nMonday: walk 20 minutes."));
+        let job = w
+            .skills
+            .start(
+                By::Actor(&w.coach),
+                "dated-plan",
+                json!({"goal": "walking"}),
+            )
+            .await
+            .unwrap();
+        let out = w.output(job.id).await;
+        assert_eq!(out.tools_used, ["current_date", "fetch_page"]);
+        assert!(out.text.contains("Monday"));
+        let requests = w.model.requests();
+        let last = requests.last().expect("requests");
+        let results: Vec<&str> = last
+            .messages
+            .iter()
+            .filter(|m| m.role == coachlibre_core::model::ChatRole::Tool)
+            .map(|m| m.content.as_str())
+            .collect();
+        let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+        assert!(results[0].contains(&today), "{results:?}");
+        assert!(results[1].contains("not allowed"), "{results:?}");
+        // Only the allowed tool was offered to the model.
+        let offered: Vec<&str> = requests[0].tools.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(offered, ["current_date"]);
+    }
+}
