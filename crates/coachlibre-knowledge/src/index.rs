@@ -1,11 +1,15 @@
 //! One tenant's search index, in memory, built from the chunks in the database: BM25 over
 //! folded words and exact cosine search over the embeddings, fused by reciprocal rank.
 //!
-//! Exact vector search is a dot product per chunk of the tenant (a few thousand for a coach's
-//! library: well under a millisecond); the index is rebuilt whenever the tenant's knowledge
-//! epoch moves.
+//! Vector search is exact (a dot product per chunk: a few thousand for a coach's library, well
+//! under a millisecond) until a tenant has [`GRAPH_MIN`] vectors; then an HNSW graph is built
+//! over them in the background and queries use it once it is ready (0.2–0.3 ms at 100k
+//! instead of 15). The index is rebuilt whenever the tenant's knowledge epoch moves.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::OnceLock;
+
+use crate::hnsw::{Hnsw, Params};
 
 use coachlibre_core::ids::{ChunkId, CollectionId, DocumentId};
 use coachlibre_core::knowledge::Chunk;
@@ -15,6 +19,8 @@ const K1: f32 = 1.2;
 const B: f32 = 0.75;
 /// Reciprocal-rank fusion constant.
 const RRF_K: f32 = 60.0;
+/// Vectors from which a tenant's index gets an approximate graph.
+pub const GRAPH_MIN: usize = 20_000;
 
 /// Words too common to rank by (English and French).
 const STOPWORDS: &[&str] = &[
@@ -109,6 +115,19 @@ pub struct TenantIndex {
     postings: HashMap<String, Vec<(u32, u16)>>,
     avg_len: f32,
     metadata: HashMap<DocumentId, serde_json::Map<String, serde_json::Value>>,
+    /// Vectors per collection (to judge how selective a filter is).
+    per_collection: HashMap<CollectionId, usize>,
+    with_vectors: usize,
+    /// The approximate graph, once built (see [`TenantIndex::build_graph`]).
+    graph: OnceLock<Graph>,
+}
+
+/// An HNSW graph over the index's vectors.
+#[derive(Debug)]
+struct Graph {
+    hnsw: Hnsw,
+    /// Graph id → entry position.
+    positions: Vec<u32>,
 }
 
 impl TenantIndex {
@@ -162,6 +181,8 @@ impl TenantIndex {
         match vector {
             Some(v) => {
                 self.vectors.extend(normalised(v));
+                self.with_vectors += 1;
+                *self.per_collection.entry(chunk.collection_id).or_default() += 1;
             }
             None => self.vectors.extend(std::iter::repeat_n(0.0, self.dims)),
         }
@@ -216,13 +237,77 @@ impl TenantIndex {
         top_k(scores.into_iter(), k)
     }
 
+    /// Entries with a vector.
+    pub fn vector_count(&self) -> usize {
+        self.with_vectors
+    }
+
+    /// Whether queries use the approximate graph.
+    pub fn has_graph(&self) -> bool {
+        self.graph.get().is_some()
+    }
+
+    /// Build the approximate graph over the vectors (seconds to minutes: call it off the
+    /// async threads). False when one was built already.
+    pub fn build_graph(&self, params: Params) -> bool {
+        if self.graph.get().is_some() {
+            return false;
+        }
+        let mut hnsw = Hnsw::new(self.dims, params);
+        let mut positions = Vec::with_capacity(self.with_vectors);
+        for (i, (e, v)) in self
+            .entries
+            .iter()
+            .zip(self.vectors.chunks_exact(self.dims.max(1)))
+            .enumerate()
+        {
+            if e.has_vector
+                && let Ok(pos) = u32::try_from(i)
+            {
+                hnsw.insert(v);
+                positions.push(pos);
+            }
+        }
+        self.graph.set(Graph { hnsw, positions }).is_ok()
+    }
+
+    /// Vectors a filter admits at most (its collections'; all without collections).
+    fn admitted_at_most(&self, filter: &Filter) -> usize {
+        if filter.collections.is_empty() {
+            return self.with_vectors;
+        }
+        filter
+            .collections
+            .iter()
+            .filter_map(|c| self.per_collection.get(c))
+            .sum()
+    }
+
     /// Cosine ranking of the entries matching `filter` against `query` (normalised here),
-    /// best first, at most `k`; entries with a cosine of zero or less are left out.
+    /// best first, at most `k`; entries with a cosine of zero or less are left out. With a
+    /// graph, approximate, unless the filter keeps under a tenth of the vectors (then exact
+    /// over those is both cheaper and complete).
     pub fn vector(&self, query: &[f32], filter: &Filter, k: usize) -> Vec<(u32, f32)> {
         if query.len() != self.dims || self.dims == 0 {
             return Vec::new();
         }
         let q = normalised(query);
+        if let Some(g) = self.graph.get()
+            && self.admitted_at_most(filter) * 10 >= self.with_vectors
+        {
+            let keep = |id: u32| {
+                g.positions
+                    .get(id as usize)
+                    .is_some_and(|p| self.admits(&self.entries[*p as usize], filter))
+            };
+            return g
+                .hnsw
+                .search(&q, k, keep)
+                .into_iter()
+                .filter_map(|(id, score)| Some((*g.positions.get(id as usize)?, score)))
+                .filter(|(_, score)| *score > 0.0)
+                .collect();
+        }
         let scored = self
             .entries
             .iter()
@@ -408,6 +493,79 @@ mod tests {
         let v = top_k([(0, 0.1), (1, 0.9), (2, 0.5), (3, 0.9)].into_iter(), 2);
         assert_eq!(v, vec![(1, 0.9), (3, 0.9)]);
         assert!(top_k(std::iter::empty(), 3).is_empty());
+    }
+
+    /// A chunk with a pseudo-random vector around one of `centres` centres.
+    fn random_chunk(i: u64, centres: u64, collection: CollectionId, dims: usize) -> Chunk {
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
+        let centre = i % centres;
+        let v: Vec<f32> = (0..dims)
+            .map(|d| {
+                let c = ((centre * 31 + d as u64 * 17) % 97) as f32 / 97.0 - 0.5;
+                c + 0.3 * next()
+            })
+            .collect();
+        chunk(collection, &format!("passage {i}"), v)
+    }
+
+    #[test]
+    fn the_graph_finds_what_exact_search_finds() {
+        let (a, b) = (CollectionId::generate(), CollectionId::generate());
+        let dims = 32;
+        let mut idx = TenantIndex::new(1, dims);
+        for i in 0..3000 {
+            idx.add(&random_chunk(i, 40, if i % 20 == 0 { b } else { a }, dims));
+        }
+        let queries: Vec<Vec<f32>> = (0..50)
+            .map(|i| {
+                random_chunk(100_000 + i, 40, a, dims)
+                    .embedding
+                    .unwrap_or_default()
+            })
+            .collect();
+        let all = Filter::default();
+        let exact: Vec<Vec<(u32, f32)>> = queries.iter().map(|q| idx.vector(q, &all, 10)).collect();
+        assert!(!idx.has_graph());
+        assert!(idx.build_graph(Params::default()));
+        assert!(!idx.build_graph(Params::default()), "built once");
+        let mut found = 0;
+        for (q, truth) in queries.iter().zip(&exact) {
+            let approx = idx.vector(q, &all, 10);
+            found += approx
+                .iter()
+                .filter(|h| truth.iter().any(|t| t.0 == h.0))
+                .count();
+        }
+        let recall = found as f64 / (queries.len() * 10) as f64;
+        assert!(recall >= 0.9, "recall@10 {recall}");
+        // A filter keeping a small collection: exact over it, only its chunks.
+        let only_b = Filter {
+            collections: [b].into_iter().collect(),
+            ..Filter::default()
+        };
+        let hits = idx.vector(&queries[0], &only_b, 10);
+        assert_eq!(hits.len(), 10);
+        assert!(
+            hits.iter()
+                .all(|(p, _)| idx.entries[*p as usize].collection == b)
+        );
+        // A broad filter goes through the graph, still only admitted chunks.
+        let only_a = Filter {
+            collections: [a].into_iter().collect(),
+            ..Filter::default()
+        };
+        let hits = idx.vector(&queries[0], &only_a, 10);
+        assert_eq!(hits.len(), 10);
+        assert!(
+            hits.iter()
+                .all(|(p, _)| idx.entries[*p as usize].collection == a)
+        );
     }
 
     #[test]

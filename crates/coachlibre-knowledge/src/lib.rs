@@ -721,6 +721,22 @@ impl Knowledge {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(tenant, idx.clone());
+        if idx.vector_count() >= index::GRAPH_MIN {
+            // Large libraries: an approximate graph, built off the async threads; queries
+            // stay exact until it is ready.
+            let building = idx.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                if building.build_graph(hnsw::Params::default()) {
+                    tracing::info!(
+                        %tenant,
+                        vectors = building.vector_count(),
+                        secs = started.elapsed().as_secs_f64(),
+                        "approximate vector index ready"
+                    );
+                }
+            });
+        }
         Ok(idx)
     }
 
