@@ -431,3 +431,66 @@ pub fn next_link(base: &str, cursor: Option<String>) -> Option<String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use coachlibre_core::actor::{Actor, Credential};
+    use coachlibre_core::ids::{TenantId, UserId};
+
+    fn web(role: Role, path: &str) -> Web {
+        let actor = Actor {
+            user_id: UserId::generate(),
+            tenant_id: TenantId::generate(),
+            role,
+            credential: Credential::Session,
+        };
+        Web {
+            user: UserView {
+                id: actor.user_id,
+                tenant_id: actor.tenant_id,
+                email: "a@b.test".into(),
+                display_name: "A".into(),
+                role,
+                mfa_enabled: false,
+                created_at: chrono::Utc::now(),
+            },
+            actor,
+            csrf: "t".into(),
+            path: path.into(),
+        }
+    }
+
+    fn current(l: &Layout) -> Vec<&str> {
+        l.nav.iter().filter(|n| n.current).map(|n| n.href).collect()
+    }
+
+    #[test]
+    fn the_menu_fits_the_role_and_marks_the_longest_matching_entry() {
+        let client = Layout::for_user(&web(Role::Client, "/app/memory"), "M".into());
+        assert!(client.nav.iter().all(|n| !n.href.starts_with("/coach")));
+        assert_eq!(current(&client), ["/app/memory"]);
+        let coach = Layout::for_user(&web(Role::Coach, "/coach/agents/123"), "A".into());
+        assert!(coach.nav.iter().all(|n| !n.href.starts_with("/admin")));
+        assert_eq!(current(&coach), ["/coach/agents"]);
+        let admin = Layout::for_user(&web(Role::Admin, "/admin"), "S".into());
+        assert!(admin.nav.iter().any(|n| n.href == "/admin/audit"));
+        assert_eq!(current(&admin), ["/admin"]);
+        // "/coach" is not the current entry of "/coachlibre" (a prefix, not a parent).
+        let other = Layout::for_user(&web(Role::Coach, "/coachlibre"), "X".into());
+        assert!(current(&other).is_empty());
+    }
+
+    #[test]
+    fn next_links_keep_the_query() {
+        assert_eq!(next_link("/a", None), None);
+        assert_eq!(
+            next_link("/a", Some("x y".into())).as_deref(),
+            Some("/a?cursor=x+y")
+        );
+        assert_eq!(
+            next_link("/a?b=1", Some("c".into())).as_deref(),
+            Some("/a?b=1&cursor=c")
+        );
+    }
+}
