@@ -607,3 +607,89 @@ async fn two_factor_is_set_up_with_a_qr_code_and_asked_at_sign_in() {
     b.quit().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_coach_approves_a_waiting_tool_call_from_the_backoffice() {
+    for (app, model) in crate::agents::apps().await {
+        let c = crate::agents::cast(&app, json!({"approval_tools": ["create_goal"]})).await;
+        let conv = crate::agents::conversation(&app, &c).await;
+        model.push(coachlibre_testkit::scripted::Script::call(
+            "create_goal",
+            json!({"title": "Sleep 8 hours"}),
+        ));
+        app.post_sse(
+            &format!("/api/v1/conversations/{conv}/messages"),
+            &c.client,
+            json!({"content": "I want to sleep better"}),
+        )
+        .await;
+        let http = raw();
+        let coach = form_login(&app, "coach@x.test", PASSWORD).await;
+        let page = http
+            .get(app.url("/coach/approvals"))
+            .header(COOKIE, &coach)
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = page.text().await.expect("html");
+        assert!(
+            html.contains("create_goal") && html.contains("Sleep 8 hours"),
+            "{html}"
+        );
+        let at = html
+            .find("action=\"/coach/approvals/")
+            .expect("a decision form")
+            + 8;
+        let action = &html[at..at + html[at..].find('"').expect("end")];
+        // The dashboard lists it too.
+        let dash = http
+            .get(app.url("/coach"))
+            .header(COOKIE, &coach)
+            .send()
+            .await
+            .expect("dashboard")
+            .text()
+            .await
+            .expect("html");
+        assert!(
+            dash.contains(action),
+            "the dashboard offers the same decision"
+        );
+        model.push(coachlibre_testkit::scripted::Script::text(
+            "Your goal is saved.",
+        ));
+        let token = csrf_of(&html);
+        let r = http
+            .post(app.url(action))
+            .header(COOKIE, &coach)
+            .form(&[("_csrf", token.as_str()), ("decision", "approve")])
+            .send()
+            .await
+            .expect("decide");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let after = http
+            .get(app.url("/coach/approvals?done=decided"))
+            .header(COOKIE, &coach)
+            .send()
+            .await
+            .expect("page")
+            .text()
+            .await
+            .expect("html");
+        assert!(after.contains("Decision recorded"));
+        assert!(after.contains("Nothing waits for your approval"), "{after}");
+        let decided = app.get("/api/v1/approvals?status=approved", &c.coach).await;
+        assert_eq!(decided.body["items"].as_array().map(Vec::len), Some(1));
+        // Deciding again is a clear conflict page, not an error.
+        let r = http
+            .post(app.url(action))
+            .header(COOKIE, &coach)
+            .form(&[("_csrf", token.as_str()), ("decision", "reject")])
+            .send()
+            .await
+            .expect("decide");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        app.stop().await;
+    }
+}
