@@ -274,9 +274,16 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    pub async fn quit(mut self) {
+    /// Close the browser, then the driver.
+    pub async fn quit(self) {
         let url = format!("{}/session/{}", self.base, self.session);
         let _ = self.http.delete(url).send().await;
+    }
+}
+
+/// The driver goes with the session, also when a test fails before [`Browser::quit`].
+impl Drop for Browser {
+    fn drop(&mut self) {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
