@@ -484,6 +484,26 @@ impl Runtime {
     }
 
     /// Run a call that `tools::check` accepted.
+    /// What a tool runs with: `agent`'s tenant and material, for `client`.
+    fn tool_context<'a>(
+        &'a self,
+        agent: &'a Agent,
+        client: UserId,
+        conversation: Option<ConversationId>,
+        sources_before: usize,
+    ) -> ToolContext<'a> {
+        ToolContext {
+            store: &self.store,
+            embedder: self.models.embedder(),
+            knowledge: self.knowledge.as_ref(),
+            sources_before,
+            tenant: agent.tenant_id,
+            client,
+            conversation,
+            agent,
+        }
+    }
+
     /// Run one tool for a client outside a turn (a workflow's `tool` step), as `agent` would
     /// (its collections for `search_knowledge`); `conversation` is where a reminder is
     /// delivered. The call is audited like a turn's.
@@ -496,16 +516,7 @@ impl Runtime {
         arguments: &Value,
     ) -> Result<Value> {
         let checked = tools::check(agent, name, arguments);
-        let ctx = ToolContext {
-            store: &self.store,
-            embedder: self.models.embedder(),
-            knowledge: self.knowledge.as_ref(),
-            sources_before: 0,
-            tenant: agent.tenant_id,
-            client,
-            conversation,
-            agent,
-        };
+        let ctx = self.tool_context(agent, client, conversation, 0);
         let outcome = match checked {
             Ok(_) => tools::execute(&ctx, name, arguments).await,
             Err(e) => Err(e),
@@ -527,16 +538,12 @@ impl Runtime {
     }
 
     async fn call_tool(&self, turn: &Turn, call: &ToolCall) -> Result<Value, tools::ToolError> {
-        let ctx = ToolContext {
-            store: &self.store,
-            embedder: self.models.embedder(),
-            knowledge: self.knowledge.as_ref(),
-            sources_before: turn.sources.len(),
-            tenant: turn.conversation.tenant_id,
-            client: turn.conversation.client_id,
-            conversation: Some(turn.conversation.id),
-            agent: &turn.agent,
-        };
+        let ctx = self.tool_context(
+            &turn.agent,
+            turn.conversation.client_id,
+            Some(turn.conversation.id),
+            turn.sources.len(),
+        );
         let result = tools::execute(&ctx, &call.name, &call.arguments).await;
         self.tool_events(&ctx, &call.name, &result).await;
         result

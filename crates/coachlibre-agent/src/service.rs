@@ -288,6 +288,27 @@ impl Coaching {
         Ok(Page::from_rows(rows, page, |c| c.id.as_uuid()))
     }
 
+    /// One client's conversations, for themselves or someone who may see that client.
+    pub async fn client_conversations(
+        &self,
+        actor: &Actor,
+        client: UserId,
+        include_archived: bool,
+        page: &PageRequest,
+    ) -> Result<Page<Conversation>> {
+        self.require_sees_client(actor, client).await?;
+        let filter = ConversationFilter {
+            client_id: Some(client),
+            include_archived,
+            ..Default::default()
+        };
+        let rows = self
+            .store
+            .list_conversations(actor.tenant_id, &filter, page)
+            .await?;
+        Ok(Page::from_rows(rows, page, |c| c.id.as_uuid()))
+    }
+
     pub async fn update_conversation(
         &self,
         actor: &Actor,

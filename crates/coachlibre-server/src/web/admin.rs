@@ -11,12 +11,11 @@ use coachlibre_core::accounts::{By, NewUser};
 use coachlibre_core::actor::Scope;
 use coachlibre_core::ids::{ApiKeyId, UserId};
 use coachlibre_core::job::JobStatus;
-use coachlibre_core::page::PageRequest;
 use coachlibre_core::user::Role;
 use serde::Deserialize;
 
 use super::view::{Cell, Field, FormSpec, Page, Post, Section, Stat, next_link, when};
-use super::{Empty, Form, Web, WebError, WebResult, render, see};
+use super::{Empty, Form, Listing, Web, WebError, WebResult, first, render, see};
 use crate::extract::Path;
 use crate::state::AppState;
 
@@ -36,14 +35,6 @@ pub fn routes() -> Router<AppState> {
 fn started() -> Instant {
     static START: OnceLock<Instant> = OnceLock::new();
     *START.get_or_init(Instant::now)
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct Q {
-    #[serde(default)]
-    cursor: Option<String>,
-    #[serde(default)]
-    done: Option<String>,
 }
 
 async fn status(State(state): State<AppState>, web: Web) -> WebResult {
@@ -151,15 +142,11 @@ fn parse_role(s: &str) -> WebResult<Role> {
         .map_err(|_| WebError::bad_request("Choose client, coach or admin."))
 }
 
-async fn users(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn users(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_admin()?;
     let page = state
         .accounts
-        .list_users(
-            By::Actor(&web.actor),
-            None,
-            &PageRequest::parse(Some(50), q.cursor.as_deref())?,
-        )
+        .list_users(By::Actor(&web.actor), None, &q.page()?)
         .await?;
     let coaches: Vec<_> = page
         .items
@@ -344,14 +331,11 @@ async fn reset_password(
     )
 }
 
-async fn keys(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn keys(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_admin()?;
     let page = state
         .accounts
-        .list_api_keys(
-            By::Actor(&web.actor),
-            &PageRequest::parse(Some(50), q.cursor.as_deref())?,
-        )
+        .list_api_keys(By::Actor(&web.actor), &q.page()?)
         .await?;
     let rows = page
         .items
@@ -448,22 +432,12 @@ async fn revoke_key(
     see("/admin/keys?done=revoked")
 }
 
-async fn audit(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn audit(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_admin()?;
-    let page = state
-        .accounts
-        .audit_log(
-            &web.actor,
-            &PageRequest::parse(Some(50), q.cursor.as_deref())?,
-        )
-        .await?;
+    let page = state.accounts.audit_log(&web.actor, &q.page()?).await?;
     let names: std::collections::HashMap<UserId, String> = state
         .accounts
-        .list_users(
-            By::Actor(&web.actor),
-            None,
-            &PageRequest::parse(Some(200), None)?,
-        )
+        .list_users(By::Actor(&web.actor), None, &first(200)?)
         .await?
         .items
         .into_iter()

@@ -13,7 +13,7 @@ use coachlibre_core::page::PageRequest;
 use serde::Deserialize;
 
 use super::view::{Cell, Field, FormSpec, Layout, Page, Post, Section, next_link, when};
-use super::{Empty, Form, Web, WebError, WebResult, render, see};
+use super::{Empty, Form, Listing, Web, WebError, WebResult, first, render, see, title_or};
 use crate::extract::Path;
 use crate::state::AppState;
 
@@ -30,36 +30,16 @@ pub fn routes() -> Router<AppState> {
         .route("/app/reminders", get(reminders))
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct Paging {
-    #[serde(default)]
-    cursor: Option<String>,
-    #[serde(default)]
-    done: Option<String>,
-}
-
-impl Paging {
-    fn page(&self) -> WebResult<PageRequest> {
-        Ok(PageRequest::parse(Some(50), self.cursor.as_deref())?)
-    }
-}
-
-async fn home(State(state): State<AppState>, web: Web, Query(q): Query<Paging>) -> WebResult {
+async fn home(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     let page = q.page()?;
-    let agents = state
-        .coaching
-        .list_agents(&web.actor, &PageRequest::parse(Some(200), None)?)
-        .await?;
+    let agents = state.coaching.list_agents(&web.actor, &first(200)?).await?;
+    // The caller's own conversations (a coach's test chats too), not those they may read.
     let conversations = state
         .coaching
-        .list_conversations(&web.actor, None, false, &page)
+        .client_conversations(&web.actor, web.actor.user_id, false, &page)
         .await?;
-    let mine: Vec<_> = conversations
+    let rows = conversations
         .items
-        .iter()
-        .filter(|c| c.client_id == web.actor.user_id)
-        .collect();
-    let rows = mine
         .iter()
         .map(|c| {
             let agent = agents
@@ -110,14 +90,6 @@ async fn home(State(state): State<AppState>, web: Web, Query(q): Query<Paging>) 
     )
 }
 
-fn title_or(t: &str) -> String {
-    if t.trim().is_empty() {
-        "Untitled conversation".to_owned()
-    } else {
-        t.to_owned()
-    }
-}
-
 #[derive(Debug, Deserialize)]
 pub struct StartForm {
     agent_id: String,
@@ -164,7 +136,7 @@ async fn chat(
     State(state): State<AppState>,
     web: Web,
     Path(id): Path<ConversationId>,
-    Query(q): Query<Paging>,
+    Query(q): Query<Listing>,
 ) -> WebResult {
     let c = state.coaching.get_conversation(&web.actor, id).await?;
     let agent = state
@@ -317,7 +289,7 @@ pub fn goal_row(g: coachlibre_core::goal::GoalView) -> Vec<Cell> {
     ]
 }
 
-async fn memory(State(state): State<AppState>, web: Web, Query(q): Query<Paging>) -> WebResult {
+async fn memory(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     let page = state
         .coaching
         .list_memories(&web.actor, web.actor.user_id, &q.page()?)
@@ -367,7 +339,7 @@ async fn delete_memory(
     see("/app/memory?done=forgotten")
 }
 
-async fn reminders(State(state): State<AppState>, web: Web, Query(q): Query<Paging>) -> WebResult {
+async fn reminders(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     let page = state
         .coaching
         .list_reminders(&web.actor, web.actor.user_id, &q.page()?)

@@ -21,8 +21,11 @@ use coachlibre_core::workflow::RunStatus;
 use serde::Deserialize;
 
 use super::client::goal_row;
-use super::view::{Cell, Field, FormSpec, Fragment, Page, Post, Section, Stat, next_link, when};
-use super::{Empty, Form, Web, WebError, WebResult, render, see, session_cookie};
+use super::view::{Cell, Field, FormSpec, Page, Post, Section, Stat, next_link, when};
+use super::{
+    Empty, Form, Listing, Web, WebError, WebResult, first, fragment, render, see, session_cookie,
+    title_or,
+};
 use crate::extract::Path;
 use crate::state::AppState;
 
@@ -63,20 +66,8 @@ pub fn routes() -> Router<AppState> {
         .route("/coach/approvals/{id}", post(decide))
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct Q {
-    #[serde(default)]
-    cursor: Option<String>,
-    #[serde(default)]
-    done: Option<String>,
-}
-
-fn page_of(cursor: Option<&str>) -> WebResult<PageRequest> {
-    Ok(PageRequest::parse(Some(50), cursor)?)
-}
-
 fn all() -> WebResult<PageRequest> {
-    Ok(PageRequest::parse(Some(200), None)?)
+    first(200)
 }
 
 fn notice(done: Option<&str>) -> Option<&'static str> {
@@ -137,12 +128,7 @@ async fn dashboard(State(state): State<AppState>, web: Web) -> WebResult {
         .await?;
     let recent = state
         .coaching
-        .list_conversations(
-            &web.actor,
-            None,
-            false,
-            &PageRequest::parse(Some(10), None)?,
-        )
+        .list_conversations(&web.actor, None, false, &first(10)?)
         .await?;
     // Goals at risk: active, due within a week or overdue, less than half done.
     let soon = chrono::Utc::now().date_naive() + chrono::Duration::days(7);
@@ -195,14 +181,7 @@ async fn dashboard(State(state): State<AppState>, web: Web) -> WebResult {
         .iter()
         .map(|c| {
             vec![
-                Cell::link(
-                    if c.title.trim().is_empty() {
-                        "Untitled".to_owned()
-                    } else {
-                        c.title.clone()
-                    },
-                    format!("/app/c/{}", c.id),
-                ),
+                Cell::link(title_or(&c.title), format!("/app/c/{}", c.id)),
                 Cell::text(if c.client_id == web.actor.user_id {
                     "you (test)".to_owned()
                 } else {
@@ -248,15 +227,11 @@ async fn dashboard(State(state): State<AppState>, web: Web) -> WebResult {
     )
 }
 
-async fn clients(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn clients(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_coach()?;
     let page = state
         .accounts
-        .list_users(
-            By::Actor(&web.actor),
-            Some(Role::Client),
-            &page_of(q.cursor.as_deref())?,
-        )
+        .list_users(By::Actor(&web.actor), Some(Role::Client), &q.page()?)
         .await?;
     let rows = page
         .items
@@ -295,27 +270,19 @@ async fn client_page(State(state): State<AppState>, web: Web, Path(id): Path<Use
     let goals = state.coaching.list_goals(&web.actor, id).await?;
     let memories = state
         .coaching
-        .list_memories(&web.actor, id, &page_of(None)?)
+        .list_memories(&web.actor, id, &first(50)?)
         .await?;
     let conversations = state
         .coaching
-        .list_conversations(&web.actor, None, true, &all()?)
+        .client_conversations(&web.actor, id, true, &all()?)
         .await?;
     let profile_text = serde_json::to_string_pretty(&profile).unwrap_or_default();
     let conversation_rows = conversations
         .items
         .iter()
-        .filter(|c| c.client_id == id)
         .map(|c| {
             vec![
-                Cell::link(
-                    if c.title.trim().is_empty() {
-                        "Untitled".to_owned()
-                    } else {
-                        c.title.clone()
-                    },
-                    format!("/app/c/{}", c.id),
-                ),
+                Cell::link(title_or(&c.title), format!("/app/c/{}", c.id)),
                 Cell::text(if c.archived { "archived" } else { "" }),
                 Cell::time(c.updated_at),
             ]
@@ -365,12 +332,9 @@ async fn client_page(State(state): State<AppState>, web: Web, Path(id): Path<Use
 // ---------------------------------------------------------------------------------------------
 // Agents
 
-async fn agents(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn agents(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_coach()?;
-    let page = state
-        .coaching
-        .list_agents(&web.actor, &page_of(q.cursor.as_deref())?)
-        .await?;
+    let page = state.coaching.list_agents(&web.actor, &q.page()?).await?;
     let rows = page
         .items
         .into_iter()
@@ -581,7 +545,7 @@ async fn agent_page(
     State(state): State<AppState>,
     web: Web,
     Path(id): Path<AgentId>,
-    Query(q): Query<Q>,
+    Query(q): Query<Listing>,
 ) -> WebResult {
     web.require_coach()?;
     let agent = state.coaching.get_agent(&web.actor, id).await?;
@@ -648,7 +612,7 @@ async fn delete_agent(
 // ---------------------------------------------------------------------------------------------
 // Knowledge
 
-async fn knowledge(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn knowledge(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_coach()?;
     let collections = state
         .knowledge
@@ -765,7 +729,7 @@ async fn collection_page(
     State(state): State<AppState>,
     web: Web,
     Path(id): Path<CollectionId>,
-    Query(q): Query<Q>,
+    Query(q): Query<Listing>,
 ) -> WebResult {
     web.require_coach()?;
     let c = state.knowledge.collection(&web.actor, id).await?;
@@ -804,11 +768,7 @@ async fn documents_fragment(
     Path(id): Path<CollectionId>,
 ) -> WebResult {
     web.require_coach()?;
-    let s = documents_section(&state, &web, id).await?;
-    render(&Fragment {
-        l: web.layout(""),
-        s,
-    })
+    fragment(&web, documents_section(&state, &web, id).await?)
 }
 
 /// The upload form: multipart, its anti-forgery token in the first field.
@@ -919,7 +879,7 @@ fn run_badge(s: RunStatus) -> Cell {
     Cell::badge(s.as_str(), class)
 }
 
-async fn work(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn work(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_coach()?;
     let by = By::Actor(&web.actor);
     let skills = state.skills.list(by).await?;
@@ -932,17 +892,11 @@ async fn work(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> We
                 kind: Some(coachlibre_skills::RUN.to_owned()),
                 ..JobFilter::default()
             },
-            &PageRequest::parse(Some(20), None)?,
+            &first(20)?,
         )
         .await?;
-    let runs = state
-        .workflows
-        .runs(by, None, &PageRequest::parse(Some(20), None)?)
-        .await?;
-    let analyses = state
-        .analyses
-        .list(by, &PageRequest::parse(Some(20), None)?)
-        .await?;
+    let runs = state.workflows.runs(by, None, &first(20)?).await?;
+    let analyses = state.analyses.list(by, &first(20)?).await?;
     let skill_rows = skills
         .into_iter()
         .map(|s| {
@@ -1187,11 +1141,7 @@ async fn job_page(State(state): State<AppState>, web: Web, Path(id): Path<JobId>
 
 async fn job_fragment(State(state): State<AppState>, web: Web, Path(id): Path<JobId>) -> WebResult {
     web.require_coach()?;
-    let s = job_section(&state, &web, id).await?;
-    render(&Fragment {
-        l: web.layout(""),
-        s,
-    })
+    fragment(&web, job_section(&state, &web, id).await?)
 }
 
 /// A deliverable as a download.
@@ -1248,15 +1198,12 @@ async fn workflow_page(
     State(state): State<AppState>,
     web: Web,
     Path(name): Path<String>,
-    Query(q): Query<Q>,
+    Query(q): Query<Listing>,
 ) -> WebResult {
     web.require_coach()?;
     let by = By::Actor(&web.actor);
     let w = state.workflows.get(by, &name).await?;
-    let runs = state
-        .workflows
-        .runs(by, Some(&name), &page_of(q.cursor.as_deref())?)
-        .await?;
+    let runs = state.workflows.runs(by, Some(&name), &q.page()?).await?;
     let rows = runs
         .items
         .into_iter()
@@ -1385,11 +1332,7 @@ async fn run_fragment(
     Path(id): Path<WorkflowRunId>,
 ) -> WebResult {
     web.require_coach()?;
-    let s = run_section(&state, &web, id).await?;
-    render(&Fragment {
-        l: web.layout(""),
-        s,
-    })
+    fragment(&web, run_section(&state, &web, id).await?)
 }
 
 async fn run_report(
@@ -1435,16 +1378,12 @@ fn approval_row(
     ]
 }
 
-async fn approvals(State(state): State<AppState>, web: Web, Query(q): Query<Q>) -> WebResult {
+async fn approvals(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
     web.require_coach()?;
     let names = client_names(&state, &web).await?;
     let page = state
         .coaching
-        .list_approvals(
-            &web.actor,
-            Some(ApprovalStatus::Pending),
-            &page_of(q.cursor.as_deref())?,
-        )
+        .list_approvals(&web.actor, Some(ApprovalStatus::Pending), &q.page()?)
         .await?;
     let rows = page.items.iter().map(|a| approval_row(a, &names)).collect();
     render(

@@ -319,6 +319,48 @@ fn check_csrf(state: &AppState, binding: &str, body: &Bytes) -> WebResult<()> {
     Ok(())
 }
 
+/// The query of a list page: the next page's cursor, and what was just done (`?done=...`,
+/// shown as a notice by the page's own wording).
+#[derive(Debug, Default, Deserialize)]
+pub struct Listing {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    done: Option<String>,
+}
+
+impl Listing {
+    /// This page, of 50 rows.
+    fn page(&self) -> WebResult<coachlibre_core::page::PageRequest> {
+        Ok(coachlibre_core::page::PageRequest::parse(
+            Some(50),
+            self.cursor.as_deref(),
+        )?)
+    }
+}
+
+/// The first `n` rows (pages that show a bounded list, not paginated).
+fn first(n: u32) -> WebResult<coachlibre_core::page::PageRequest> {
+    Ok(coachlibre_core::page::PageRequest::parse(Some(n), None)?)
+}
+
+/// One section alone, for the script that refreshes it while work is in progress.
+fn fragment(web: &Web, s: view::Section) -> WebResult {
+    render(&view::Fragment {
+        l: web.layout(""),
+        s,
+    })
+}
+
+/// A conversation's title, or what to show when it has none.
+fn title_or(t: &str) -> String {
+    if t.trim().is_empty() {
+        "Untitled conversation".to_owned()
+    } else {
+        t.to_owned()
+    }
+}
+
 /// A form with no fields but its token (buttons that delete, approve, sign out...).
 #[derive(Debug, Deserialize)]
 pub struct Empty {}
