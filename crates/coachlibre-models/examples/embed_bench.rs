@@ -1,8 +1,10 @@
-//! Embedded embeddings: convert all-MiniLM-L6-v2 to GGUF (f32 or Q8_0 matrices), then measure
-//! sentences/s at batch 1 and 32 and dump the vectors of the reference sentences as JSON lines
-//! (compared with sentence-transformers' by bench/embed_sentence_transformers.py).
+//! Embedded embeddings: measure sentences/s at batch 1 and 32 on the native encoder (16-bit
+//! integer or f32 products) and dump the vectors of the reference sentences as JSON lines (compared with
+//! sentence-transformers' by bench/embed_sentence_transformers.py).
 //!
-//!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR f32|f16|bf16|q8_0 [THREADS] [OUT.jsonl]
+//!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR int16|f32 [THREADS] [OUT.jsonl]
+//!
+//! MODEL_DIR is the installed model (`models pull`): its safetensors, config and GGUF.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::time::Instant;
 
 use coachlibre_core::model::EmbeddingModel;
 use coachlibre_models::embedded::EmbeddedEmbedder;
-use coachlibre_models::embedded::gguf::{MatrixType, convert_bert};
+use coachlibre_models::embedded::bert::Precision;
 
 fn sentences() -> Vec<String> {
     let base = [
@@ -46,20 +48,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(
         args.get(1)
-            .ok_or("usage: embed_bench MODEL_DIR f32|f16|bf16|q8_0 [THREADS] [OUT]")?,
+            .ok_or("usage: embed_bench MODEL_DIR int16|f32 [THREADS] [OUT]")?,
     );
-    let kind = match args.get(2).map(String::as_str) {
-        Some("q8_0") => MatrixType::Q8_0,
-        Some("f16") => MatrixType::F16,
-        Some("bf16") => MatrixType::Bf16,
-        _ => MatrixType::F32,
+    let precision = match args.get(2).map(String::as_str) {
+        Some("f32") => Precision::F32,
+        _ => Precision::Int16,
     };
     let threads: i32 = args.get(3).map_or(Ok(2), |s| s.parse())?;
-    let gguf = std::env::temp_dir().join(format!("minilm-{kind:?}.gguf"));
     let t = Instant::now();
-    convert_bert(&dir, &gguf, kind)?;
-    let convert = t.elapsed().as_secs_f64();
-    let model = EmbeddedEmbedder::load("minilm", &gguf, threads)?;
+    let model = EmbeddedEmbedder::load_with(
+        "minilm",
+        &dir.join(coachlibre_models::pull::EMBEDDING_GGUF),
+        threads,
+        precision,
+    )?;
+    let load = t.elapsed().as_secs_f64();
     let reference = model.embed(&sentences()).await?;
     if let Some(out) = args.get(4) {
         let lines: Vec<String> = reference
@@ -82,7 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let b1 = 128.0 / t.elapsed().as_secs_f64();
     let rss = common::peak_rss_mb();
     println!(
-        "engine: CoachLibre embedded (llama.cpp BERT, {kind:?} matrices), threads {threads}, convert {convert:.2} s"
+        "engine: CoachLibre embedded encoder ({precision:?} products), threads {threads}, load {load:.2} s"
     );
     println!(
         "batch 1: {b1:.0} sentences/s | batch 32: {b32:.0} sentences/s | dims {} | peak RSS MB {rss:.0}",

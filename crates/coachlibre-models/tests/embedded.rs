@@ -220,26 +220,80 @@ async fn tools_are_offered_in_the_prompt_and_the_turn_always_ends() {
     );
 }
 
+fn embedding_gguf() -> PathBuf {
+    let dir = std::env::var_os("COACHLIBRE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/models"));
+    let model = EmbeddedModel::by_name("all-minilm-l6-v2").expect("catalog");
+    let gguf = model.primary_file(&dir).expect("gguf path");
+    assert!(
+        gguf.exists(),
+        "{} is missing: run `cargo run -- models pull`",
+        gguf.display()
+    );
+    gguf
+}
+
 fn embedder() -> coachlibre_models::embedded::EmbeddedEmbedder {
     static ENGINE: std::sync::OnceLock<coachlibre_models::embedded::EmbeddedEmbedder> =
         std::sync::OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let dir = std::env::var_os("COACHLIBRE_MODELS_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/models")
-                });
-            let model = EmbeddedModel::by_name("all-minilm-l6-v2").expect("catalog");
-            let gguf = model.primary_file(&dir).expect("gguf path");
-            assert!(
-                gguf.exists(),
-                "{} is missing: run `cargo run -- models pull`",
-                gguf.display()
-            );
-            coachlibre_models::embedded::EmbeddedEmbedder::load(model.name, &gguf, 2).expect("load")
+            coachlibre_models::embedded::EmbeddedEmbedder::load(
+                "all-minilm-l6-v2",
+                &embedding_gguf(),
+                2,
+            )
+            .expect("load")
         })
         .clone()
+}
+
+/// The integer products (the default where the CPU has VNNI) give the f32 model's vectors to
+/// within 1e-3, and the same neighbour order for every reference sentence, near-ties included
+/// (the benchmark's eight sentences: docs/benchmarks.md).
+#[tokio::test]
+async fn integer_products_keep_the_f32_models_vectors_and_ranking() {
+    use coachlibre_core::model::EmbeddingModel;
+    use coachlibre_models::embedded::EmbeddedEmbedder;
+    use coachlibre_models::embedded::bert::Precision;
+    let texts: Vec<String> = [
+        "How can I stay focused while studying?",
+        "Tips for concentrating when revising for exams.",
+        "The recipe needs two cups of flour and an egg.",
+        "I want to run a marathon next spring.",
+        "Training plan for my first 42 km race.",
+        "My manager keeps rescheduling our one-on-ones.",
+        "Quelle est la meilleure façon de dormir mieux ?",
+        "Remind me to call the dentist tomorrow at 9.",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let gguf = embedding_gguf();
+    let exact = EmbeddedEmbedder::load_with("exact", &gguf, 2, Precision::F32).expect("f32");
+    let fast = embedder();
+    let (a, b) = (
+        exact.embed(&texts).await.expect("f32"),
+        fast.embed(&texts).await.expect("default"),
+    );
+    let order = |v: &[Vec<f32>], i: usize| {
+        let mut sims: Vec<(f32, usize)> = (0..v.len())
+            .filter(|&j| j != i)
+            .map(|j| (cosine(&v[i], &v[j]), j))
+            .collect();
+        sims.sort_by(|x, y| y.0.total_cmp(&x.0));
+        sims.into_iter().map(|(_, j)| j).collect::<Vec<_>>()
+    };
+    for i in 0..texts.len() {
+        let diff = a[i]
+            .iter()
+            .zip(&b[i])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-3, "sentence {i}: largest difference {diff}");
+        assert_eq!(order(&a, i), order(&b, i), "neighbours of sentence {i}");
+    }
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

@@ -1,33 +1,25 @@
-//! The embedded embedding model: all-MiniLM-L6-v2 through llama.cpp's BERT, from the GGUF that
-//! `models pull` converts. Mean pooling, L2-normalised, 384 dimensions, batched.
+//! The embedded embedding model: all-MiniLM-L6-v2 on the native encoder ([`super::bert`]),
+//! mean pooling, L2-normalised, 384 dimensions, batched.
 //!
-//! One worker thread owns the model and a single llama.cpp context for its whole life (the
-//! context borrows the model, so both live in the thread's frame), and serves requests from a
-//! bounded queue: no context is created per call, and calls never run side by side on the
-//! cores. Texts longer than 256 word pieces are truncated, as sentence-transformers does.
+//! Tokenisation is llama.cpp's WordPiece tokenizer, read (vocabulary only) from the GGUF that
+//! `models pull` converts; the encoder runs the safetensors beside it. One worker thread owns
+//! both and serves requests from a bounded queue, so calls never run side by side on the cores;
+//! a batch is spread over `threads` threads by the encoder. Texts longer than 256 word pieces
+//! are truncated, as sentence-transformers does.
 
-use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use async_trait::async_trait;
 use coachlibre_core::model::{EmbeddingModel, ModelError};
-use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
-use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use tokio::sync::oneshot;
 
+use super::bert::{Bert, Precision};
+
 /// Longest input, in word pieces (sentence-transformers' `max_seq_length` for this model).
 pub const MAX_TOKENS: usize = 256;
-/// Tokens decoded at once: a batch of texts is split so each decode stays under this.
-/// llama.cpp attends over every token of a decode (masking other sequences), so large decodes
-/// cost attention quadratic in the batch; 256 measured best (docs/benchmarks.md).
-const BATCH_TOKENS: usize = 256;
-// Every (truncated) text fits in one decode, so each decode takes at least one text.
-const _: () = assert!(MAX_TOKENS <= BATCH_TOKENS);
-/// Texts per decode at most.
-const MAX_SEQS: usize = 64;
 /// Requests waiting for the worker at most.
 const QUEUE: usize = 32;
 
@@ -36,129 +28,88 @@ type Job = (
     oneshot::Sender<Result<Vec<Vec<f32>>, ModelError>>,
 );
 
-/// all-MiniLM-L6-v2 (or another BERT GGUF) running in-process.
+/// all-MiniLM-L6-v2 (or another BERT in Hugging Face's layout) running in-process.
 #[derive(Debug, Clone)]
 pub struct EmbeddedEmbedder {
     name: String,
     dims: usize,
+    precision: Precision,
     jobs: SyncSender<Job>,
 }
 
 impl EmbeddedEmbedder {
-    /// Load the GGUF and start the worker thread.
+    /// Load the model whose GGUF is `gguf` (its vocabulary tokenises; `model.safetensors` and
+    /// `config.json` beside it hold the encoder), with 16-bit integer products where the
+    /// CPU has them (f32 otherwise).
     pub fn load(name: &str, gguf: &Path, threads: i32) -> Result<Self, ModelError> {
+        Self::load_with(name, gguf, threads, Precision::best_available())
+    }
+
+    /// [`load`](Self::load) with the products' precision chosen by the caller.
+    pub fn load_with(
+        name: &str,
+        gguf: &Path,
+        threads: i32,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         if !gguf.exists() {
             return Err(ModelError::NotConfigured(format!(
                 "{} is missing: run `coachlibre models pull`",
                 gguf.display()
             )));
         }
-        let model =
-            LlamaModel::load_from_file(super::chat::backend()?, gguf, &LlamaModelParams::default())
-                .map_err(|e| {
-                    ModelError::NotConfigured(format!("loading {}: {e}", gguf.display()))
-                })?;
-        let dims = usize::try_from(model.n_embd()).unwrap_or(0);
+        let dir = gguf.parent().unwrap_or(Path::new("."));
+        let bert = Bert::load(dir, precision)
+            .map_err(|e| ModelError::NotConfigured(format!("{}: {e}", dir.display())))?;
+        let vocab = LlamaModel::load_from_file(
+            super::chat::backend()?,
+            gguf,
+            &LlamaModelParams::default().with_vocab_only(true),
+        )
+        .map_err(|e| ModelError::NotConfigured(format!("loading {}: {e}", gguf.display())))?;
+        let dims = bert.dimensions();
+        let threads = usize::try_from(threads).unwrap_or(1).max(1);
         let (jobs, rx) = sync_channel::<Job>(QUEUE);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("embed-{name}"))
-            .spawn(move || worker(model, threads, rx, ready_tx))
+            .spawn(move || worker(&bert, &vocab, threads, &rx))
             .map_err(|e| ModelError::NotConfigured(format!("embedding thread: {e}")))?;
-        ready_rx.recv().map_err(|_| {
-            ModelError::NotConfigured("the embedding worker did not start".into())
-        })??;
         Ok(Self {
             name: name.to_owned(),
             dims,
+            precision,
             jobs,
         })
     }
+
+    /// How the encoder's matrix products run.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
 }
 
-fn worker(
-    model: LlamaModel,
-    threads: i32,
-    rx: std::sync::mpsc::Receiver<Job>,
-    ready: std::sync::mpsc::Sender<Result<(), ModelError>>,
-) {
-    let params = LlamaContextParams::default()
-        .with_embeddings(true)
-        .with_pooling_type(LlamaPoolingType::Mean)
-        .with_n_ctx(NonZeroU32::new(BATCH_TOKENS as u32))
-        .with_n_batch(BATCH_TOKENS as u32)
-        .with_n_ubatch(BATCH_TOKENS as u32)
-        .with_n_seq_max(MAX_SEQS as u32)
-        .with_n_threads(threads)
-        .with_n_threads_batch(threads);
-    let backend = match super::chat::backend() {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let mut ctx = match model.new_context(backend, params) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(ModelError::NotConfigured(format!(
-                "embedding context: {e}"
-            ))));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    let vocab = model.vocab();
-    let mut batch = LlamaBatch::new(BATCH_TOKENS, MAX_SEQS as i32);
+fn worker(bert: &Bert, vocab: &LlamaModel, threads: usize, rx: &std::sync::mpsc::Receiver<Job>) {
+    let max = MAX_TOKENS.min(bert.max_positions());
     while let Ok((texts, reply)) = rx.recv() {
-        let result = (|| {
-            let tokenized: Vec<Vec<_>> = texts
-                .iter()
-                .map(|t| {
-                    let mut toks = vocab.tokenize(t.as_bytes(), true, false);
-                    if toks.len() > MAX_TOKENS {
-                        // Keep [CLS] … and the final [SEP].
-                        let sep = toks[toks.len() - 1];
-                        toks.truncate(MAX_TOKENS - 1);
-                        toks.push(sep);
-                    }
-                    toks
-                })
-                .collect();
-            let mut out = Vec::with_capacity(texts.len());
-            let mut i = 0;
-            while i < tokenized.len() {
-                batch.clear();
-                ctx.clear_kv_cache();
-                let (mut used, start) = (0, i);
-                while i < tokenized.len()
-                    && i - start < MAX_SEQS
-                    && used + tokenized[i].len() <= BATCH_TOKENS
-                {
-                    let seq = i32::try_from(i - start).unwrap_or(0);
-                    for (pos, t) in tokenized[i].iter().enumerate() {
-                        batch
-                            .add(*t, i32::try_from(pos).unwrap_or(0), &[seq], true)
-                            .map_err(|e| {
-                                ModelError::Unavailable(format!("embedding batch: {e}"))
-                            })?;
-                    }
-                    used += tokenized[i].len();
-                    i += 1;
+        let vocab = vocab.vocab();
+        let seqs: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| {
+                let mut toks: Vec<u32> = vocab
+                    .tokenize(t.as_bytes(), true, false)
+                    .into_iter()
+                    .map(|t| u32::try_from(t.0).unwrap_or(0))
+                    .collect();
+                if toks.len() > max {
+                    // Keep [CLS] … and the final [SEP].
+                    let sep = toks[toks.len() - 1];
+                    toks.truncate(max - 1);
+                    toks.push(sep);
                 }
-                ctx.encode(&mut batch)
-                    .map_err(|e| ModelError::Unavailable(format!("embedding encode: {e}")))?;
-                for seq in 0..(i - start) {
-                    let v = ctx
-                        .embeddings_seq_ith(i32::try_from(seq).unwrap_or(0))
-                        .map_err(|e| ModelError::Unavailable(format!("embedding output: {e}")))?;
-                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                    out.push(v.iter().map(|x| x / norm).collect());
-                }
-            }
-            Ok(out)
-        })();
-        let _ = reply.send(result);
+                toks
+            })
+            .collect();
+        let _ = reply.send(Ok(bert.embed(&seqs, threads)));
     }
 }
 

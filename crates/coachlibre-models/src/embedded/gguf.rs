@@ -1,5 +1,7 @@
 //! Converting the embedding model's Hugging Face files (safetensors, `config.json`,
-//! `vocab.txt`) into a GGUF file that llama.cpp's BERT implementation runs.
+//! `vocab.txt`) into a GGUF file for llama.cpp: its WordPiece tokenizer reads the vocabulary
+//! from it (the encoder itself, [`super::bert`], runs the safetensors), and llama.cpp's BERT can
+//! run it whole, which the benchmarks compared against.
 //!
 //! The GGUF layout (v3): header, metadata key/values, tensor descriptors, then the tensor data,
 //! each tensor aligned to 32 bytes. Tensor and key names are llama.cpp's for the `bert`
@@ -39,12 +41,14 @@ const GGML_Q8_0: u32 = 8;
 const GGML_BF16: u32 = 30;
 
 /// A tensor read from the safetensors file: shape as stored (row-major, outermost first).
-struct Tensor {
-    shape: Vec<usize>,
-    data: Vec<f32>,
+pub(crate) struct Tensor {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Vec<f32>,
 }
 
-fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, ConvertError> {
+/// Read every f32 tensor of a safetensors file (other types, such as `position_ids`, are
+/// skipped); sizes and offsets are checked against the data, never trusted.
+pub(crate) fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, ConvertError> {
     let bytes = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
     let n = u64::from_le_bytes(
         bytes
@@ -71,13 +75,22 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>, ConvertErro
         let off = info["data_offsets"]
             .as_array()
             .ok_or_else(|| err("offsets"))?;
-        let (start, end) = (
-            off[0].as_u64().unwrap_or(0) as usize,
-            off[1].as_u64().unwrap_or(0) as usize,
-        );
+        let bound = |i: usize| {
+            off.get(i)
+                .and_then(Value::as_u64)
+                .and_then(|v| usize::try_from(v).ok())
+                .ok_or_else(|| err(format!("{name}: bad data_offsets")))
+        };
+        let (start, end) = (bound(0)?, bound(1)?);
         let raw = data
             .get(start..end)
             .ok_or_else(|| err(format!("{name}: data out of range")))?;
+        if raw.len() != 4 * shape.iter().product::<usize>() {
+            return Err(err(format!(
+                "{name}: {} bytes for shape {shape:?}",
+                raw.len()
+            )));
+        }
         let values = raw
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
