@@ -334,7 +334,7 @@ impl Bert {
         let mut ctx = vec![0f32; total * h];
         let mut tmp = vec![0f32; total * h];
         let mut up = vec![0f32; total * self.intermediate];
-        let mut scores = Vec::new();
+        let (mut scores, mut keys) = (Vec::new(), Vec::new());
         for layer in &self.layers {
             layer.qkv.apply(&x, h, &mut qkv, &mut q);
             let mut offset = 0;
@@ -344,7 +344,7 @@ impl Bert {
                     &mut ctx[offset * h..(offset + len) * h],
                     h,
                     self.heads,
-                    &mut scores,
+                    (&mut scores, &mut keys),
                 );
                 offset += len;
             }
@@ -409,7 +409,13 @@ fn layer_norm(x: &mut [f32], width: usize, norm: &Norm, eps: f32) {
 
 /// Multi-head self-attention of one sequence: `qkv` holds its rows (Q, K, V side by side,
 /// `3 × hidden` wide), `ctx` receives the `hidden`-wide context rows.
-fn attention(qkv: &[f32], ctx: &mut [f32], hidden: usize, heads: usize, scores: &mut Vec<f32>) {
+fn attention(
+    qkv: &[f32],
+    ctx: &mut [f32],
+    hidden: usize,
+    heads: usize,
+    scratch: (&mut Vec<f32>, &mut Vec<f32>),
+) {
     let len = ctx.len() / hidden;
     let d = hidden / heads;
     let scale = 1.0 / (d as f32).sqrt();
@@ -417,26 +423,78 @@ fn attention(qkv: &[f32], ctx: &mut [f32], hidden: usize, heads: usize, scores: 
         let at = t * 3 * hidden + part * hidden + head * d;
         &qkv[at..at + d]
     };
-    scores.resize(len, 0.0);
+    // The head's keys transposed, in blocks of 8 keys: for each block, `d` rows of 8 values.
+    // A query's scores for 8 keys then build up in one vector register over the `d` inputs,
+    // with no store until the end (keys past `len` are zero and their scores are ignored).
+    const B: usize = 8;
+    let blocks = len.div_ceil(B);
+    let (scores, keys) = scratch;
+    scores.resize(blocks * B, 0.0);
+    keys.clear();
+    keys.resize(blocks * d * B, 0.0);
     for head in 0..heads {
+        for j in 0..len {
+            let (block, lane) = (j / B, j % B);
+            for (dd, &k) in row(j, 1, head).iter().enumerate() {
+                keys[(block * d + dd) * B + lane] = k;
+            }
+        }
+        let (key_rows, _) = keys.as_chunks::<B>();
         for i in 0..len {
             let q = row(i, 0, head);
-            for (j, s) in scores.iter_mut().enumerate() {
-                *s = math::dot(q, row(j, 1, head)) * scale;
+            // Four blocks of keys at a time: four independent accumulators keep the FMA
+            // units busy (one accumulator would wait on each previous FMA's latency).
+            let (score_blocks, _) = scores.as_chunks_mut::<B>();
+            for (outs, kbs) in score_blocks.chunks_mut(4).zip(key_rows.chunks(4 * d)) {
+                let mut acc = [[0f32; B]; 4];
+                for (dd, &qv) in q.iter().enumerate() {
+                    for (a, kb) in acc.iter_mut().zip(kbs.chunks_exact(d)) {
+                        let k = &kb[dd];
+                        for l in 0..B {
+                            a[l] = qv.mul_add(k[l], a[l]);
+                        }
+                    }
+                }
+                for (o, a) in outs.iter_mut().zip(&acc) {
+                    for l in 0..B {
+                        o[l] = a[l] * scale;
+                    }
+                }
             }
+            let scores = &mut scores[..len];
             // Separate passes, so each one vectorises (a running max or sum would not).
             let max = math::max(scores);
             for s in scores.iter_mut() {
                 *s = math::exp(*s - max);
             }
             let inv = 1.0 / math::sum(scores);
+            // The context, 32 outputs (four registers) at a time, accumulated over the keys.
             let out = &mut ctx[i * hidden + head * d..i * hidden + (head + 1) * d];
-            out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let p = p * inv;
-                for (o, &v) in out.iter_mut().zip(row(j, 2, head)) {
-                    *o = p.mul_add(v, *o);
+            let (out_blocks, out_tail) = out.as_chunks_mut::<B>();
+            for (g, outs) in out_blocks.chunks_mut(4).enumerate() {
+                let mut acc = [[0f32; B]; 4];
+                for (j, &p) in scores.iter().enumerate() {
+                    let (v, _) = row(j, 2, head).as_chunks::<B>();
+                    for (a, v) in acc.iter_mut().zip(&v[g * 4..]) {
+                        for l in 0..B {
+                            a[l] = p.mul_add(v[l], a[l]);
+                        }
+                    }
                 }
+                for (o, a) in outs.iter_mut().zip(&acc) {
+                    for l in 0..B {
+                        o[l] = a[l] * inv;
+                    }
+                }
+            }
+            let done = out_blocks.len() * B;
+            for (t, o) in out_tail.iter_mut().enumerate() {
+                *o = scores
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &p)| p * row(j, 2, head)[done + t])
+                    .sum::<f32>()
+                    * inv;
             }
         }
     }
