@@ -445,11 +445,13 @@ fn attention(
             // Four blocks of keys at a time: four independent accumulators keep the FMA
             // units busy (one accumulator would wait on each previous FMA's latency).
             let (score_blocks, _) = scores.as_chunks_mut::<B>();
-            for (outs, kbs) in score_blocks.chunks_mut(4).zip(key_rows.chunks(4 * d)) {
+            let mut groups = score_blocks.chunks_exact_mut(4);
+            for (g, outs) in groups.by_ref().enumerate() {
+                let kb = &key_rows[g * 4 * d..(g + 1) * 4 * d];
                 let mut acc = [[0f32; B]; 4];
                 for (dd, &qv) in q.iter().enumerate() {
-                    for (a, kb) in acc.iter_mut().zip(kbs.chunks_exact(d)) {
-                        let k = &kb[dd];
+                    for (b, a) in acc.iter_mut().enumerate() {
+                        let k = &kb[b * d + dd];
                         for l in 0..B {
                             a[l] = qv.mul_add(k[l], a[l]);
                         }
@@ -459,6 +461,19 @@ fn attention(
                     for l in 0..B {
                         o[l] = a[l] * scale;
                     }
+                }
+            }
+            let first = (blocks / 4) * 4;
+            for (b, o) in groups.into_remainder().iter_mut().enumerate() {
+                let kb = &key_rows[(first + b) * d..(first + b + 1) * d];
+                let mut acc = [0f32; B];
+                for (&qv, k) in q.iter().zip(kb) {
+                    for l in 0..B {
+                        acc[l] = qv.mul_add(k[l], acc[l]);
+                    }
+                }
+                for l in 0..B {
+                    o[l] = acc[l] * scale;
                 }
             }
             let scores = &mut scores[..len];
@@ -471,13 +486,14 @@ fn attention(
             // The context, 32 outputs (four registers) at a time, accumulated over the keys.
             let out = &mut ctx[i * hidden + head * d..i * hidden + (head + 1) * d];
             let (out_blocks, out_tail) = out.as_chunks_mut::<B>();
-            for (g, outs) in out_blocks.chunks_mut(4).enumerate() {
+            let mut groups = out_blocks.chunks_exact_mut(4);
+            for (g, outs) in groups.by_ref().enumerate() {
                 let mut acc = [[0f32; B]; 4];
                 for (j, &p) in scores.iter().enumerate() {
-                    let (v, _) = row(j, 2, head).as_chunks::<B>();
-                    for (a, v) in acc.iter_mut().zip(&v[g * 4..]) {
+                    let (v, _) = row(j, 2, head)[g * 4 * B..(g + 1) * 4 * B].as_chunks::<B>();
+                    for (c, a) in acc.iter_mut().enumerate() {
                         for l in 0..B {
-                            a[l] = p.mul_add(v[l], a[l]);
+                            a[l] = p.mul_add(v[c][l], a[l]);
                         }
                     }
                 }
@@ -485,6 +501,20 @@ fn attention(
                     for l in 0..B {
                         o[l] = a[l] * inv;
                     }
+                }
+            }
+            let first = (d / B / 4) * 4;
+            for (c, o) in groups.into_remainder().iter_mut().enumerate() {
+                let at = (first + c) * B;
+                let mut acc = [0f32; B];
+                for (j, &p) in scores.iter().enumerate() {
+                    let v = &row(j, 2, head)[at..at + B];
+                    for l in 0..B {
+                        acc[l] = p.mul_add(v[l], acc[l]);
+                    }
+                }
+                for l in 0..B {
+                    o[l] = acc[l] * inv;
                 }
             }
             let done = out_blocks.len() * B;
