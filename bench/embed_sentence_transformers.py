@@ -9,6 +9,7 @@ every sentence's nearest neighbours come in the same order.
 """
 
 import json
+import os
 import resource
 import sys
 import time
@@ -16,16 +17,7 @@ import time
 import torch
 from sentence_transformers import SentenceTransformer
 
-SENTENCES = [
-    "How can I stay focused while studying?",
-    "Tips for concentrating when revising for exams.",
-    "The recipe needs two cups of flour and an egg.",
-    "I want to run a marathon next spring.",
-    "Training plan for my first 42 km race.",
-    "My manager keeps rescheduling our one-on-ones.",
-    "Quelle est la meilleure façon de dormir mieux ?",
-    "Remind me to call the dentist tomorrow at 9.",
-]
+SENTENCES = open(os.path.join(os.path.dirname(__file__), "reference_sentences.txt"), encoding="utf-8").read().splitlines()
 WORDS = ["coach", "goal", "habit", "focus", "sleep", "run", "career", "plan", "week", "progress", "client", "session"]
 CORPUS = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(8 + i % 17)) for i in range(512)]
 

@@ -14,18 +14,12 @@ use coachlibre_core::model::EmbeddingModel;
 use coachlibre_models::embedded::EmbeddedEmbedder;
 use coachlibre_models::embedded::bert::Precision;
 
+/// The reference sentences, shared with the peer's script and the accuracy test.
 fn sentences() -> Vec<String> {
-    let base = [
-        "How can I stay focused while studying?",
-        "Tips for concentrating when revising for exams.",
-        "The recipe needs two cups of flour and an egg.",
-        "I want to run a marathon next spring.",
-        "Training plan for my first 42 km race.",
-        "My manager keeps rescheduling our one-on-ones.",
-        "Quelle est la meilleure façon de dormir mieux ?",
-        "Remind me to call the dentist tomorrow at 9.",
-    ];
-    base.iter().map(|s| (*s).to_owned()).collect()
+    include_str!("../../../bench/reference_sentences.txt")
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 fn corpus(n: usize) -> Vec<String> {

@@ -257,19 +257,10 @@ async fn integer_products_keep_the_f32_models_vectors_and_ranking() {
     use coachlibre_core::model::EmbeddingModel;
     use coachlibre_models::embedded::EmbeddedEmbedder;
     use coachlibre_models::embedded::bert::Precision;
-    let texts: Vec<String> = [
-        "How can I stay focused while studying?",
-        "Tips for concentrating when revising for exams.",
-        "The recipe needs two cups of flour and an egg.",
-        "I want to run a marathon next spring.",
-        "Training plan for my first 42 km race.",
-        "My manager keeps rescheduling our one-on-ones.",
-        "Quelle est la meilleure façon de dormir mieux ?",
-        "Remind me to call the dentist tomorrow at 9.",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
+    let texts: Vec<String> = include_str!("../../../bench/reference_sentences.txt")
+        .lines()
+        .map(str::to_owned)
+        .collect();
     let gguf = embedding_gguf();
     let exact = EmbeddedEmbedder::load_with("exact", &gguf, 2, Precision::F32).expect("f32");
     let fast = embedder();

@@ -281,13 +281,16 @@ fn vocab(path: &Path) -> Result<(Vec<String>, Vec<i32>), ConvertError> {
     Ok((tokens, types))
 }
 
+/// The model's `config.json`, parsed.
+pub(crate) fn read_config(dir: &Path) -> Result<Value, String> {
+    let text = std::fs::read_to_string(dir.join("config.json"))
+        .map_err(|e| format!("config.json: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("config.json: {e}"))
+}
+
 /// Write `dir/<out>` from the Hugging Face files in `dir`.
 pub fn convert_bert(dir: &Path, out: &Path, matrices: MatrixType) -> Result<(), ConvertError> {
-    let cfg: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("config.json"))
-            .map_err(|e| err(format!("config.json: {e}")))?,
-    )
-    .map_err(|e| err(format!("config.json: {e}")))?;
+    let cfg = read_config(dir).map_err(err)?;
     let n = |k: &str| {
         cfg[k]
             .as_u64()

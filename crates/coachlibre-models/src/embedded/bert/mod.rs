@@ -20,9 +20,8 @@ mod math;
 use std::path::Path;
 
 use kernels::{F32Matrix, QuantMatrix, QuantRows};
-use serde_json::Value;
 
-use super::gguf::{Tensor, read_safetensors};
+use super::gguf::{Tensor, read_config, read_safetensors};
 
 /// How the encoder's matrix products run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,11 +157,7 @@ impl Weights {
 impl Bert {
     /// Load `config.json` and `model.safetensors` from a Hugging Face model directory.
     pub fn load(dir: &Path, precision: Precision) -> Result<Self, LoadError> {
-        let cfg: Value = serde_json::from_str(
-            &std::fs::read_to_string(dir.join("config.json"))
-                .map_err(|e| err(format!("config.json: {e}")))?,
-        )
-        .map_err(|e| err(format!("config.json: {e}")))?;
+        let cfg = read_config(dir).map_err(err)?;
         let n = |k: &str| {
             cfg[k]
                 .as_u64()
