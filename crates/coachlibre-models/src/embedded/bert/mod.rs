@@ -26,7 +26,7 @@ use super::gguf::{Tensor, read_config, read_safetensors};
 /// How the encoder's matrix products run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// 16-bit integer weights and activations (13 bits used), AVX-512 VNNI; the default where
+    /// 16-bit integer weights and activations (12 bits used), AVX-512 VNNI; the default where
     /// the CPU has it.
     Int16,
     /// f32 throughout: the exact reference, and the path on CPUs without VNNI.
