@@ -14,18 +14,23 @@ use coachlibre_models::EmbeddedModel;
 use coachlibre_models::embedded::{EmbeddedChat, EngineOptions};
 use futures_util::StreamExt;
 
-fn model_path() -> PathBuf {
+/// The file the engine of the installed model `name` loads.
+fn installed(name: &str) -> PathBuf {
     let dir = std::env::var_os("COACHLIBRE_MODELS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/models"));
-    let model = EmbeddedModel::by_name("smollm2-135m-instruct").expect("catalog");
-    let path = model.dir(&dir).join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let model = EmbeddedModel::by_name(name).expect("catalog");
+    let path = model.primary_file(&dir).expect("model file");
     assert!(
         path.exists(),
         "{} is missing: run `cargo run -- models pull` (or set COACHLIBRE_MODELS_DIR)",
         path.display()
     );
     path
+}
+
+fn model_path() -> PathBuf {
+    installed("smollm2-135m-instruct")
 }
 
 fn engine(options: EngineOptions) -> EmbeddedChat {
@@ -221,17 +226,7 @@ async fn tools_are_offered_in_the_prompt_and_the_turn_always_ends() {
 }
 
 fn embedding_gguf() -> PathBuf {
-    let dir = std::env::var_os("COACHLIBRE_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/models"));
-    let model = EmbeddedModel::by_name("all-minilm-l6-v2").expect("catalog");
-    let gguf = model.primary_file(&dir).expect("gguf path");
-    assert!(
-        gguf.exists(),
-        "{} is missing: run `cargo run -- models pull`",
-        gguf.display()
-    );
-    gguf
+    installed("all-minilm-l6-v2")
 }
 
 fn embedder() -> coachlibre_models::embedded::EmbeddedEmbedder {

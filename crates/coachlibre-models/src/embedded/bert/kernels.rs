@@ -157,7 +157,7 @@ impl QuantRows {
 
 /// `out = a · wᵀ + bias` (rows of `a` times the matrix, dequantised), `out` holding
 /// `a.rows() × w.outputs()` values. Uses the VNNI kernel when the CPU has it, the scalar
-/// reference otherwise (the encoder does not build quantised matrices on such CPUs).
+/// reference otherwise (by default the encoder uses f32 matrices on such CPUs).
 pub fn matmul_quant(a: &QuantRows, w: &QuantMatrix, out: &mut [f32]) {
     let rows = a.rows();
     assert_eq!(a.cols, w.inputs, "activation width must match the matrix");
@@ -320,6 +320,20 @@ const F32_PANEL: usize = 16;
 /// Rows per block of the f32 product (12 vector accumulators).
 const F32_ROWS: usize = 6;
 
+/// Rows of `width` values regrouped by blocks of `group` rows: for every column, the block's
+/// `group` values side by side (rows past the end are zero).
+fn interleave(rows: &[f32], width: usize, group: usize) -> Vec<f32> {
+    let blocks = (rows.len() / width).div_ceil(group);
+    let mut out = vec![0f32; blocks * group * width];
+    for (r, row) in rows.chunks_exact(width).enumerate() {
+        let (block, lane) = (r / group, r % group);
+        for (i, &v) in row.iter().enumerate() {
+            out[(block * width + i) * group + lane] = v;
+        }
+    }
+    out
+}
+
 /// An f32 weight matrix, packed in panels of 16 outputs (for every input, the panel's 16
 /// weights side by side), for CPUs without VNNI and as the exact reference of the encoder.
 /// Safe Rust: the compiler vectorises the fixed-size inner loops.
@@ -337,18 +351,10 @@ impl F32Matrix {
         if weight.len() != outputs * inputs || bias.len() != outputs || inputs == 0 {
             return None;
         }
-        let panels = outputs.div_ceil(F32_PANEL);
-        let mut packed = vec![0f32; panels * F32_PANEL * inputs];
-        for (o, row) in weight.chunks_exact(inputs).enumerate() {
-            let (panel, c) = (o / F32_PANEL, o % F32_PANEL);
-            for (i, &v) in row.iter().enumerate() {
-                packed[(panel * inputs + i) * F32_PANEL + c] = v;
-            }
-        }
         Some(Self {
             inputs,
             outputs,
-            packed,
+            packed: interleave(weight, inputs, F32_PANEL),
             bias: bias.to_vec(),
         })
     }
@@ -362,16 +368,9 @@ impl F32Matrix {
     pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
         let (k, n) = (self.inputs, self.outputs);
         let rows = x.len() / k;
-        // Rows interleaved by blocks of 6 (for every input, the block's 6 values side by side),
-        // so the inner loop walks both operands without index arithmetic.
-        let blocks = rows.div_ceil(F32_ROWS);
-        let mut interleaved = vec![0f32; blocks * F32_ROWS * k];
-        for (r, row) in x.chunks_exact(k).enumerate() {
-            let (block, lane) = (r / F32_ROWS, r % F32_ROWS);
-            for (i, &v) in row.iter().enumerate() {
-                interleaved[(block * k + i) * F32_ROWS + lane] = v;
-            }
-        }
+        // Rows interleaved by blocks of 6, so the inner loop walks both operands without index
+        // arithmetic.
+        let interleaved = interleave(x, k, F32_ROWS);
         for (p, panel) in self.packed.chunks_exact(F32_PANEL * k).enumerate() {
             let cols = F32_PANEL.min(n - p * F32_PANEL);
             for (block, a) in interleaved.chunks_exact(F32_ROWS * k).enumerate() {
