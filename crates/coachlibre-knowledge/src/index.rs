@@ -371,18 +371,10 @@ pub fn normalised(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / norm).collect()
 }
 
-/// Dot product, in eight lanes so the compiler vectorises it.
+/// Dot product (vector instructions where the CPU has them: [`crate::simd::dot`]).
+#[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, ra) = a.as_chunks::<8>();
-    let (cb, rb) = b.as_chunks::<8>();
-    for (x, y) in ca.iter().zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    crate::simd::dot(a, b)
 }
 
 /// The `k` best (highest score) of `items`, best first; ties by position.

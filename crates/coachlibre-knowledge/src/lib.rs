@@ -17,6 +17,7 @@ pub mod extract;
 pub mod fetch;
 pub mod hnsw;
 pub mod index;
+pub mod simd;
 
 use coachlibre_core::event::{EventKind, EventSink, EventSlot};
 use std::collections::HashMap;

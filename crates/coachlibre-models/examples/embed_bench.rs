@@ -1,8 +1,8 @@
-//! Embedded embeddings: measure sentences/s at batch 1 and 32 on the native encoder (16-bit
-//! integer or f32 products) and dump the vectors of the reference sentences as JSON lines (compared with
+//! Embedded embeddings: measure sentences/s at batch 1 and 32 on the native encoder (12-bit
+//! integer products on AMX tiles or with VNNI, or f32 products) and dump the vectors of the reference sentences as JSON lines (compared with
 //! sentence-transformers' by bench/embed_sentence_transformers.py).
 //!
-//!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR int16|f32 [THREADS] [OUT.jsonl]
+//!   cargo run --release -p coachlibre-models --example embed_bench -- MODEL_DIR amx|int16|f32 [THREADS] [OUT.jsonl]
 //!
 //! MODEL_DIR is the installed model (`models pull`): its safetensors, config and GGUF.
 
@@ -42,12 +42,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(
         args.get(1)
-            .ok_or("usage: embed_bench MODEL_DIR int16|f32 [THREADS] [OUT]")?,
+            .ok_or("usage: embed_bench MODEL_DIR amx|int16|f32 [THREADS] [OUT]")?,
     );
     let precision = match args.get(2).map(String::as_str) {
         Some("f32") => Precision::F32,
-        _ => Precision::Int16,
+        Some("int16") => Precision::Int16,
+        Some("amx") => Precision::Amx,
+        _ => Precision::best_available(),
     };
+    if !precision.available() {
+        return Err(format!("{precision:?} needs instructions this CPU does not have").into());
+    }
     let threads: i32 = args.get(3).map_or(Ok(2), |s| s.parse())?;
     let t = Instant::now();
     let model = EmbeddedEmbedder::load_with(

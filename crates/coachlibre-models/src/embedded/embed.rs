@@ -42,7 +42,7 @@ impl EmbeddedEmbedder {
     /// `config.json` beside it hold the encoder), with 16-bit integer products where the
     /// CPU has them (f32 otherwise).
     pub fn load(name: &str, gguf: &Path, threads: i32) -> Result<Self, ModelError> {
-        Self::load_with(name, gguf, threads, Precision::best_available())
+        Self::load_with(name, gguf, threads, Precision::from_env_or_best())
     }
 
     /// [`load`](Self::load) with the products' precision chosen by the caller.

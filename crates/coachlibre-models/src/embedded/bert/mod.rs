@@ -19,24 +19,58 @@ mod math;
 
 use std::path::Path;
 
-use kernels::{F32Matrix, QuantMatrix, QuantRows};
+use kernels::{F32Matrix, Layout, QuantMatrix, QuantRows};
 
 use super::gguf::{Tensor, read_config, read_safetensors};
 
 /// How the encoder's matrix products run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
-    /// 16-bit integer weights and activations (12 bits used), AVX-512 VNNI; the default where
-    /// the CPU has it.
+    /// 12-bit integer weights and activations on AMX tiles (four 8-bit tile products per
+    /// 12-bit product, exact); the default where the CPU has AMX.
+    Amx,
+    /// The same 12-bit integer products as 16-bit integers with AVX-512 VNNI; the default
+    /// where the CPU has VNNI but not AMX.
     Int16,
     /// f32 throughout: the exact reference, and the path on CPUs without VNNI.
     F32,
 }
 
 impl Precision {
-    /// Int16 when the running CPU has the instructions, f32 otherwise.
+    /// Whether the running CPU can run this precision's kernel (f32 runs everywhere).
+    pub fn available(self) -> bool {
+        match self {
+            Self::Amx => kernels::amx_available(),
+            Self::Int16 => kernels::vnni_available(),
+            Self::F32 => true,
+        }
+    }
+
+    /// The precision `COACHLIBRE_EMBEDDING_PRECISION` (`amx`, `int16`, `f32`) names, when the
+    /// CPU can run it (an operator's override, e.g. to leave AMX aside); otherwise
+    /// [`best_available`](Self::best_available).
+    pub fn from_env_or_best() -> Self {
+        let named = std::env::var("COACHLIBRE_EMBEDDING_PRECISION").ok();
+        match named.as_deref().map(str::trim) {
+            Some("amx") if Self::Amx.available() => Self::Amx,
+            Some("int16") if Self::Int16.available() => Self::Int16,
+            Some("f32") => Self::F32,
+            Some(other) => {
+                tracing::warn!(
+                    precision = other,
+                    "COACHLIBRE_EMBEDDING_PRECISION is not amx, int16 or f32 this CPU can run; using the best available"
+                );
+                Self::best_available()
+            }
+            None => Self::best_available(),
+        }
+    }
+
+    /// AMX, else Int16 (VNNI), when the running CPU has the instructions, f32 otherwise.
     pub fn best_available() -> Self {
-        if kernels::vnni_available() {
+        if kernels::amx_available() {
+            Self::Amx
+        } else if kernels::vnni_available() {
             Self::Int16
         } else {
             Self::F32
@@ -67,11 +101,15 @@ impl Linear {
         inputs: usize,
         precision: Precision,
     ) -> Result<Self, LoadError> {
+        let quant = |layout| QuantMatrix::new(weight, bias, outputs, inputs, layout);
         let quant = match precision {
-            Precision::Int16 => QuantMatrix::new(weight, bias, outputs, inputs).map(Self::Quant),
+            // A shape the tiles cannot take falls back to pairs, then to f32.
+            Precision::Amx => quant(Layout::Tiles).or_else(|| quant(Layout::Pairs)),
+            Precision::Int16 => quant(Layout::Pairs),
             Precision::F32 => None,
         };
         quant
+            .map(Self::Quant)
             .or_else(|| F32Matrix::new(weight, bias, outputs, inputs).map(Self::F32))
             .ok_or_else(|| err(format!("a {outputs}×{inputs} matrix has the wrong size")))
     }
@@ -84,10 +122,10 @@ impl Linear {
     }
 
     /// `out = x · wᵀ + b`; `q` is scratch space for the quantised rows.
-    fn apply(&self, x: &[f32], inputs: usize, out: &mut [f32], q: &mut QuantRows) {
+    fn apply(&self, x: &[f32], out: &mut [f32], q: &mut QuantRows) {
         match self {
             Self::Quant(m) => {
-                q.quantise(x, inputs);
+                q.quantise(x, m);
                 kernels::matmul_quant(q, m, out);
             }
             Self::F32(m) => m.matmul(x, out),
@@ -331,7 +369,7 @@ impl Bert {
         let mut up = vec![0f32; total * self.intermediate];
         let (mut scores, mut keys) = (Vec::new(), Vec::new());
         for layer in &self.layers {
-            layer.qkv.apply(&x, h, &mut qkv, &mut q);
+            layer.qkv.apply(&x, &mut qkv, &mut q);
             let mut offset = 0;
             for &len in &lens {
                 attention(
@@ -343,16 +381,16 @@ impl Bert {
                 );
                 offset += len;
             }
-            layer.out.apply(&ctx, h, &mut tmp, &mut q);
+            layer.out.apply(&ctx, &mut tmp, &mut q);
             for (t, &r) in tmp.iter_mut().zip(&x) {
                 *t += r;
             }
             layer_norm(&mut tmp, h, &layer.attn_norm, self.eps);
             std::mem::swap(&mut x, &mut tmp);
-            layer.up.apply(&x, h, &mut up, &mut q);
+            layer.up.apply(&x, &mut up, &mut q);
             gelu_all(&mut up);
             debug_assert_eq!(layer.down.outputs(), h);
-            layer.down.apply(&up, self.intermediate, &mut tmp, &mut q);
+            layer.down.apply(&up, &mut tmp, &mut q);
             for (t, &r) in tmp.iter_mut().zip(&x) {
                 *t += r;
             }
