@@ -371,11 +371,8 @@ pub fn normalised(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x / norm).collect()
 }
 
-/// Dot product (vector instructions where the CPU has them: [`crate::simd::dot`]).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    crate::simd::dot(a, b)
-}
+/// Dot product (vector instructions where the CPU has them).
+pub use crate::simd::dot;
 
 /// The `k` best (highest score) of `items`, best first; ties by position.
 fn top_k(items: impl Iterator<Item = (u32, f32)>, k: usize) -> Vec<(u32, f32)> {

@@ -40,31 +40,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         layouts.push(Layout::Pairs);
     }
     println!("rows {rows}, {repeats} repeats, one thread");
-    for (name, outputs, inputs) in shapes {
-        let w = pseudo(outputs * inputs, 1);
-        let b = pseudo(outputs, 2);
-        let mut x = pseudo(rows * inputs, 3);
-        for (i, v) in x.iter_mut().enumerate() {
-            if i % 97 == 0 {
-                *v *= 40.0;
-            }
-        }
-        let mut outs = Vec::new();
-        for layout in [Layout::Tiles, Layout::Pairs] {
-            let m = QuantMatrix::new(&w, &b, outputs, inputs, layout).ok_or("shape")?;
-            let mut q = QuantRows::default();
-            let mut out = vec![0f32; rows * outputs];
-            q.quantise(&x, &m);
-            matmul_quant(&q, &m, &mut out);
-            outs.push(out);
-        }
-        let d = outs[0]
-            .iter()
-            .zip(&outs[1])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        println!("{name}: largest difference between layouts {d:e}");
-    }
     for layout in layouts {
         let mut line = format!("{layout:?}:");
         let (mut ops, mut secs) = (0f64, 0f64);
