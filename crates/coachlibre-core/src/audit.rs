@@ -35,6 +35,9 @@ pub mod action {
     pub const MEMORY_DELETED: &str = "memory.deleted";
     pub const PROFILE_UPDATED: &str = "profile.updated";
     pub const RETENTION_CHANGED: &str = "tenant.retention_changed";
+    pub const PHONE_CHANGED: &str = "user.phone_changed";
+    pub const SMS_NUMBER_ADDED: &str = "sms.number_added";
+    pub const SMS_NUMBER_REMOVED: &str = "sms.number_removed";
 }
 
 /// One audited event.

@@ -23,6 +23,7 @@ pub mod memory;
 pub mod model;
 pub mod page;
 pub mod schema;
+pub mod sms;
 pub mod store;
 pub mod tenant;
 pub mod user;

@@ -28,6 +28,7 @@ use crate::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule,
 use crate::knowledge::{Chunk, Collection, Document};
 use crate::memory::{Memory, Profile};
 use crate::page::PageRequest;
+use crate::sms::{PhoneNumber, SmsNumber};
 use crate::tenant::Tenant;
 use crate::user::{Email, MfaState, Role, User};
 use crate::workflow::{StoredWorkflow, WorkflowRun};
@@ -515,12 +516,14 @@ pub trait JobStore {
     /// Scheduled reminders due at `now`, across tenants, oldest first.
     async fn due_reminders(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Reminder>>;
     /// Mark a scheduled reminder sent and, in the same transaction, write `message` into its
-    /// conversation; false if it was not scheduled any more (sent or cancelled).
+    /// conversation and enqueue `outbox` (the text that carries it, on the SMS channel);
+    /// false (and nothing written) if it was not scheduled any more (sent or cancelled).
     async fn deliver_reminder(
         &self,
         tenant: TenantId,
         id: ReminderId,
         message: Option<&Message>,
+        outbox: Option<&NewJob>,
     ) -> StoreResult<bool>;
 }
 
@@ -676,6 +679,41 @@ pub trait KnowledgeStore {
     async fn knowledge_epoch(&self, tenant: TenantId) -> StoreResult<i64>;
 }
 
+/// Text messages: clients' phone numbers and the tenant's numbers.
+#[async_trait]
+pub trait SmsStore {
+    /// Set or clear a user's phone number; a number another user of the tenant has is a
+    /// [`StoreError::Conflict`], an unknown user [`StoreError::NotFound`].
+    async fn set_phone(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        phone: Option<&PhoneNumber>,
+    ) -> StoreResult<()>;
+    async fn get_phone(&self, tenant: TenantId, user: UserId) -> StoreResult<Option<PhoneNumber>>;
+    async fn user_by_phone(
+        &self,
+        tenant: TenantId,
+        phone: &PhoneNumber,
+    ) -> StoreResult<Option<UserId>>;
+    /// Add one of the tenant's numbers; a number already registered (by any tenant) is a
+    /// [`StoreError::Conflict`].
+    async fn insert_sms_number(&self, n: &SmsNumber) -> StoreResult<()>;
+    /// False if the tenant has no such number.
+    async fn delete_sms_number(&self, tenant: TenantId, number: &PhoneNumber) -> StoreResult<bool>;
+    /// The tenant's numbers, oldest first.
+    async fn list_sms_numbers(&self, tenant: TenantId) -> StoreResult<Vec<SmsNumber>>;
+    /// The tenant a number belongs to, across tenants: how an inbound text (addressed to a
+    /// number, not to a tenant) finds its tenant.
+    async fn find_sms_number(&self, number: &PhoneNumber) -> StoreResult<Option<SmsNumber>>;
+    /// The oldest of the tenant's numbers answered by `agent` (its texts leave from it).
+    async fn sms_number_for_agent(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> StoreResult<Option<SmsNumber>>;
+}
+
 /// Whole-database operations.
 #[async_trait]
 pub trait SystemStore {
@@ -707,6 +745,7 @@ pub trait Store:
     + SkillStore
     + AnalysisStore
     + WorkflowStore
+    + SmsStore
     + SystemStore
     + Send
     + Sync
@@ -728,6 +767,7 @@ impl<T> Store for T where
         + SkillStore
         + AnalysisStore
         + WorkflowStore
+        + SmsStore
         + SystemStore
         + Send
         + Sync
@@ -738,7 +778,7 @@ impl<T> Store for T where
 pub mod prelude {
     pub use super::{
         AgentStore, AnalysisStore, ApiKeyStore, AuditStore, ConversationStore, GoalStore, JobStore,
-        KnowledgeStore, MemoryStore, SessionStore, SkillStore, Store, SystemStore, TenantStore,
-        UserStore,
+        KnowledgeStore, MemoryStore, SessionStore, SkillStore, SmsStore, Store, SystemStore,
+        TenantStore, UserStore,
     };
 }

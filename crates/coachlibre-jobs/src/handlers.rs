@@ -1,11 +1,12 @@
 //! The built-in job kinds.
 
 use async_trait::async_trait;
-use coachlibre_core::conversation::Message;
+use coachlibre_core::conversation::{Channel, Message};
 use coachlibre_core::goal::Notification;
 use coachlibre_core::ids::{ConversationId, ReminderId, UserId};
-use coachlibre_core::job::Job;
+use coachlibre_core::job::{Job, NewJob};
 use coachlibre_core::model::ChatRole;
+use coachlibre_core::sms;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -26,7 +27,9 @@ pub struct ReminderPayload {
 }
 
 /// Writes the reminder into its conversation (so the agent sees what was sent, and the client
-/// reads it in the conversation whatever its channel) and notifies the client, once.
+/// reads it in the conversation whatever its channel) and notifies the client, once. On the
+/// SMS channel it is also texted: the text is enqueued (an `sms.send` job) in the same
+/// transaction that marks the reminder sent, so it is neither lost nor sent twice.
 #[derive(Debug)]
 pub struct DeliverReminder;
 
@@ -39,9 +42,20 @@ impl Handler for DeliverReminder {
         let message = p
             .conversation_id
             .map(|c| Message::new(job.tenant_id, c, ChatRole::Assistant, text.clone()));
+        let outbox = match &message {
+            Some(m) => sms_for(ctx, job, p.client_id, m)
+                .await
+                .map_err(|e| JobError::Retry(e.to_string()))?,
+            None => None,
+        };
         let delivered = ctx
             .store
-            .deliver_reminder(job.tenant_id, p.reminder_id, message.as_ref())
+            .deliver_reminder(
+                job.tenant_id,
+                p.reminder_id,
+                message.as_ref(),
+                outbox.as_ref(),
+            )
             .await
             .map_err(|e| JobError::Retry(e.to_string()))?;
         if delivered {
@@ -60,8 +74,51 @@ impl Handler for DeliverReminder {
         Ok(json!({
             "delivered": delivered,
             "message_id": message.filter(|_| delivered).map(|m| m.id),
+            "texted": delivered && outbox.is_some(),
         }))
     }
+}
+
+/// The text that carries `message` when its conversation is on the SMS channel, the client
+/// has a phone number and the agent one of the tenant's numbers; `None` otherwise (the
+/// reminder stays in the conversation and the notifications).
+async fn sms_for(
+    ctx: &JobContext,
+    job: &Job,
+    client: UserId,
+    message: &Message,
+) -> coachlibre_core::store::StoreResult<Option<NewJob>> {
+    let tenant = job.tenant_id;
+    let Some(conversation) = ctx
+        .store
+        .get_conversation(tenant, message.conversation_id)
+        .await?
+    else {
+        return Ok(None);
+    };
+    if conversation.channel != Channel::Sms {
+        return Ok(None);
+    }
+    let Some(to) = ctx.store.get_phone(tenant, client).await? else {
+        tracing::warn!(%client, "an SMS reminder for a client without a phone number: not texted");
+        return Ok(None);
+    };
+    let Some(from) = ctx
+        .store
+        .sms_number_for_agent(tenant, conversation.agent_id)
+        .await?
+    else {
+        tracing::warn!(agent = %conversation.agent_id, "an SMS reminder from an agent without a number: not texted");
+        return Ok(None);
+    };
+    Ok(Some(sms::send_job(
+        tenant,
+        &from.number,
+        &to,
+        &message.content,
+        Some(message.id),
+        format!("sms:{}", message.id),
+    )))
 }
 
 /// What a [`PROBE`] job should do; every field is optional (`{}` is a no-op).

@@ -12,7 +12,8 @@
 //! vectors plus Gaussian noise, like sentence embeddings of many topics), then the exact top
 //! 10 of every query (`truth.u32`). `run DIR M EF_CONSTRUCTION EF_SEARCH,...` builds the graph
 //! (1 thread), then searches every query one at a time for each `ef_search` and prints build
-//! time, recall@10 against the exact answer, and query latency p50/p99 (1 thread).
+//! time, recall@10 against the exact answer, and query latency p50/p99 (1 thread); a sixth
+//! argument sets how many candidates are rescored exactly (40 by default).
 
 use std::io::Write;
 use std::path::Path;
@@ -116,7 +117,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn run(dir: &Path, m: usize, ef_c: usize, efs: &[usize]) -> anyhow::Result<()> {
+fn run(dir: &Path, m: usize, ef_c: usize, efs: &[usize], rerank: usize) -> anyhow::Result<()> {
     let base = read_f32(&dir.join("base.f32"))?;
     let queries = read_f32(&dir.join("queries.f32"))?;
     let truth: Vec<u32> = std::fs::read(dir.join("truth.u32"))?
@@ -127,35 +128,33 @@ fn run(dir: &Path, m: usize, ef_c: usize, efs: &[usize]) -> anyhow::Result<()> {
         bail!("truth.u32 does not match the queries: run `gen` again");
     }
     let started = Instant::now();
-    let mut h = Hnsw::new(
-        DIMS,
-        Params {
-            m,
-            ef_construction: ef_c,
-            ef_search: 64,
-        },
-    );
-    for v in &base {
-        h.insert(v);
-    }
+    let rows: Vec<&[f32]> = base.iter().map(Vec::as_slice).collect();
+    let params = Params {
+        m,
+        ef_construction: ef_c,
+        ef_search: 64,
+        rerank,
+    };
+    let mut h = Hnsw::build(DIMS, params, &rows);
     let build = started.elapsed().as_secs_f64();
     println!(
-        "CoachLibre HNSW: {} vectors, M={m}, efConstruction={ef_c}: built in {build:.1} s",
+        "CoachLibre HNSW: {} vectors, M={m}, efConstruction={ef_c}, {rerank} rescored: built in {build:.1} s",
         base.len()
     );
     println!("| engine | n | ef_search | recall@10 | p50 ms | p99 ms | build s |");
     println!("|---|---|---|---|---|---|---|");
+    let vector = |id: u32| base[id as usize].as_slice();
     for &ef in efs {
         h.set_ef_search(ef);
         // Warm-up.
         for q in queries.iter().take(50) {
-            h.search(q, K, |_| true);
+            h.search(q, K, |_| true, vector);
         }
         let mut lat = Vec::with_capacity(queries.len());
         let mut found = 0usize;
         for (i, q) in queries.iter().enumerate() {
             let t = Instant::now();
-            let got = h.search(q, K, |_| true);
+            let got = h.search(q, K, |_| true, vector);
             lat.push(t.elapsed().as_secs_f64() * 1000.0);
             let want = &truth[i * K..(i + 1) * K];
             found += got.iter().filter(|(id, _)| want.contains(id)).count();
@@ -189,10 +188,11 @@ fn main() -> anyhow::Result<()> {
                 .split(',')
                 .map(str::parse)
                 .collect::<Result<_, _>>()?;
-            run(dir, m, ef_c, &efs)
+            let rerank = args.get(5).map(|a| a.parse()).transpose()?.unwrap_or(40);
+            run(dir, m, ef_c, &efs, rerank)
         }
         _ => bail!(
-            "usage: ann_bench gen N DIR | ann_bench run DIR [M] [EF_CONSTRUCTION] [EF_SEARCH,...]"
+            "usage: ann_bench gen N DIR | ann_bench run DIR [M] [EF_CONSTRUCTION] [EF_SEARCH,...] [RESCORED]"
         ),
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! Vector search is exact (a dot product per chunk: a few thousand for a coach's library, well
 //! under a millisecond) until a tenant has [`GRAPH_MIN`] vectors; then an HNSW graph is built
-//! over them in the background and queries use it once it is ready (0.2–0.3 ms at 100k
-//! instead of 15). The index is rebuilt whenever the tenant's knowledge epoch moves.
+//! over them in the background and queries use it once it is ready (about 0.1 ms at 100k
+//! instead of 15). The graph walks on 8-bit codes of the vectors (a quarter of their size)
+//! and rescores its best candidates with the index's own f32 vectors, which it does not copy.
+//! The index is rebuilt whenever the tenant's knowledge epoch moves.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -253,8 +255,8 @@ impl TenantIndex {
         if self.graph.get().is_some() {
             return false;
         }
-        let mut hnsw = Hnsw::new(self.dims, params);
         let mut positions = Vec::with_capacity(self.with_vectors);
+        let mut rows = Vec::with_capacity(self.with_vectors);
         for (i, (e, v)) in self
             .entries
             .iter()
@@ -264,11 +266,18 @@ impl TenantIndex {
             if e.has_vector
                 && let Ok(pos) = u32::try_from(i)
             {
-                hnsw.insert(v);
+                rows.push(v);
                 positions.push(pos);
             }
         }
+        let hnsw = Hnsw::build(self.dims, params, &rows);
         self.graph.set(Graph { hnsw, positions }).is_ok()
+    }
+
+    /// The (normalised) vector of the entry at `pos`; empty when out of range.
+    fn vector_at(&self, pos: u32) -> &[f32] {
+        let at = pos as usize * self.dims;
+        self.vectors.get(at..at + self.dims).unwrap_or(&[])
     }
 
     /// Vectors a filter admits at most (its collections'; all without collections).
@@ -300,9 +309,14 @@ impl TenantIndex {
                     .get(id as usize)
                     .is_some_and(|p| self.admits(&self.entries[*p as usize], filter))
             };
+            let vector = |id: u32| {
+                g.positions
+                    .get(id as usize)
+                    .map_or(&[][..], |p| self.vector_at(*p))
+            };
             return g
                 .hnsw
-                .search(&q, k, keep)
+                .search(&q, k, keep, vector)
                 .into_iter()
                 .filter_map(|(id, score)| Some((*g.positions.get(id as usize)?, score)))
                 .filter(|(_, score)| *score > 0.0)

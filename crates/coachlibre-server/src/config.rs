@@ -85,6 +85,46 @@ pub struct Config {
     pub knowledge: KnowledgeConfig,
     pub jobs: JobsConfig,
     pub skills: SkillsConfig,
+    pub sms: SmsConfig,
+}
+
+/// The SMS gateway (Twilio's Messages API, or a provider speaking it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// The gateway's API address.
+    pub api_base: String,
+    /// Account id and auth token; without both, texts are not sent (their jobs fail with a
+    /// message saying so) and the inbound webhook answers 404.
+    pub account_sid: Option<String>,
+    pub auth_token: Option<Secret>,
+    /// The address the gateway calls the webhook at, as configured there (e.g.
+    /// `https://coach.example.org`): the signature covers it. Default: the request's own
+    /// scheme and `Host`.
+    pub public_url: Option<String>,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            api_base: "https://api.twilio.com".to_owned(),
+            account_sid: None,
+            auth_token: None,
+            public_url: None,
+        }
+    }
+}
+
+impl SmsConfig {
+    /// The gateway, when one is configured.
+    pub fn gateway(&self) -> anyhow::Result<Option<std::sync::Arc<dyn coachlibre_sms::Gateway>>> {
+        let (Some(sid), Some(token)) = (&self.account_sid, &self.auth_token) else {
+            return Ok(None);
+        };
+        let twilio = coachlibre_sms::Twilio::new(&self.api_base, sid, token.expose())
+            .map_err(|e| anyhow::anyhow!("sms gateway: {e}"))?;
+        Ok(Some(std::sync::Arc::new(twilio)))
+    }
 }
 
 /// Skill settings.
@@ -265,6 +305,7 @@ impl Default for Config {
             knowledge: KnowledgeConfig::default(),
             jobs: JobsConfig::default(),
             skills: SkillsConfig::default(),
+            sms: SmsConfig::default(),
         }
     }
 }

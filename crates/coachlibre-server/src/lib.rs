@@ -76,6 +76,7 @@ use crate::state::{AppState, Limits};
         (name = "skills", description = "Skills: prompt programs run as jobs"),
         (name = "analysis", description = "Business analyses of a website, exported as reports"),
         (name = "workflows", description = "Workflows: DAGs of steps, versioned, run as jobs"),
+        (name = "sms", description = "Text messages: phone numbers, the tenant's numbers, the gateway's webhook"),
         (name = "operations", description = "Probes and metrics"),
     )
 )]
@@ -97,13 +98,14 @@ impl Modify for BearerAuth {
 pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     use routes::{
         agents, analysis, api_keys, approvals, audit, auth, clients, conversations, health, jobs,
-        knowledge, me, openai, skills, users, workflows,
+        knowledge, me, openai, skills, sms, users, workflows,
     };
 
     let public = OpenApiRouter::new()
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
-        .routes(routes!(workflows::webhook));
+        .routes(routes!(workflows::webhook))
+        .routes(routes!(sms::twilio_webhook));
     let protected = OpenApiRouter::new()
         .routes(routes!(auth::logout))
         .routes(routes!(auth::mfa_enroll))
@@ -118,6 +120,9 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(users::reset_user_password))
         .routes(routes!(users::list_user_coaches))
         .routes(routes!(users::assign_coach, users::unassign_coach))
+        .routes(routes!(sms::get_phone, sms::put_phone))
+        .routes(routes!(sms::list_numbers, sms::add_number))
+        .routes(routes!(sms::remove_number))
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(audit::list_audit))
@@ -359,12 +364,14 @@ pub fn build_state(
     let knowledge = knowledge.resume();
     let skills = coachlibre_skills::Skills::new(catalog, jobs.clone());
     let analyses = coachlibre_analysis::Analyses::new(store.clone(), jobs.clone());
+    let sms = coachlibre_sms::Sms::new(store.clone(), jobs.clone());
     Ok(AppState {
         knowledge,
         jobs,
         skills,
         analyses,
         workflows,
+        sms,
         auth: Auth::new(store.clone(), keys, policy),
         accounts: Accounts::new(store.clone()),
         coaching: Coaching::new(store.clone(), runtime),
@@ -418,12 +425,27 @@ pub fn job_registry(
         coachlibre_skills::RUN,
         Arc::new(coachlibre_skills::RunSkill(catalog.clone())),
     );
-    let engine = coachlibre_workflows::RunWorkflow::new(catalog.clone()).with_agents(runtime);
+    let engine =
+        coachlibre_workflows::RunWorkflow::new(catalog.clone()).with_agents(runtime.clone());
     registry.register(
         coachlibre_workflows::START,
         Arc::new(coachlibre_workflows::StartWorkflow(engine.clone())),
     );
     registry.register(coachlibre_workflows::RUN, Arc::new(engine));
+    // Without a configured gateway, texts fail with a message saying so (the configuration was
+    // checked when the server started).
+    let gateway = config.sms.gateway().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the SMS gateway could not be set up; texts will not be sent");
+        None
+    });
+    registry.register(
+        coachlibre_core::sms::SEND,
+        Arc::new(coachlibre_sms::SendSms(gateway)),
+    );
+    registry.register(
+        coachlibre_core::sms::REPLY,
+        Arc::new(coachlibre_sms::ReplySms(runtime.clone())),
+    );
     registry.register(
         coachlibre_analysis::RUN,
         Arc::new(coachlibre_analysis::RunAnalysis::new(

@@ -33,6 +33,7 @@ pub struct AppState {
     pub skills: Skills,
     pub analyses: coachlibre_analysis::Analyses,
     pub workflows: coachlibre_workflows::Workflows,
+    pub sms: coachlibre_sms::Sms,
     pub metrics: Metrics,
     pub limits: Arc<Limits>,
     pub config: Arc<Config>,

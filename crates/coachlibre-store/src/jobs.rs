@@ -724,8 +724,14 @@ impl JobStore for SqlStore {
         tenant: TenantId,
         id: ReminderId,
         message: Option<&Message>,
+        outbox: Option<&NewJob>,
     ) -> StoreResult<bool> {
         let insert = message_insert_sql();
+        let job_sql = job_insert_sql();
+        let outbox = match outbox {
+            Some(n) => Some((Job::from_new(n), to_json(&n.payload)?)),
+            None => None,
+        };
         let (calls, cites) = match message {
             Some(m) => (to_json(&m.tool_calls)?, to_json(&m.citations)?),
             None => (String::new(), String::new()),
@@ -747,6 +753,12 @@ impl JobStore for SqlStore {
                 // No row when the conversation was deleted meanwhile: the reminder still
                 // counts as sent (its notification says so).
                 bind_message!(sqlx::query(&insert), m, calls, cites)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            if sent && let Some((job, payload)) = &outbox {
+                bind_job!(sqlx::query(&job_sql), job, payload)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;

@@ -15,6 +15,7 @@ mod jobs;
 mod knowledge;
 mod migrate;
 mod rows;
+mod sms;
 mod store;
 mod work;
 

@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_citations.sql"),
         postgres: include_str!("../migrations/postgres/0010_citations.sql"),
     },
+    Migration {
+        version: 11,
+        name: "sms",
+        sqlite: include_str!("../migrations/sqlite/0011_sms.sql"),
+        postgres: include_str!("../migrations/postgres/0011_sms.sql"),
+    },
 ];
 
 /// Arbitrary constant naming CoachLibre's migration lock.

@@ -11,6 +11,7 @@ use coachlibre_core::ids::ScheduleId;
 use coachlibre_core::job::{JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
 use coachlibre_core::model::ChatRole;
 use coachlibre_core::page::PageRequest;
+use coachlibre_core::store::StoreError;
 use coachlibre_core::store::prelude::*;
 use coachlibre_core::user::Role;
 use serde_json::json;
@@ -383,13 +384,13 @@ async fn reminders_are_delivered_once_into_their_conversation() {
         let m = Message::new(t.id, conv.id, ChatRole::Assistant, "Reminder: Stretch");
         assert!(
             store
-                .deliver_reminder(t.id, due.id, Some(&m))
+                .deliver_reminder(t.id, due.id, Some(&m), None)
                 .await
                 .unwrap()
         );
         assert!(
             !store
-                .deliver_reminder(t.id, due.id, Some(&m))
+                .deliver_reminder(t.id, due.id, Some(&m), None)
                 .await
                 .unwrap(),
             "{backend}: delivered once"
@@ -406,6 +407,223 @@ async fn reminders_are_delivered_once_into_their_conversation() {
             .await
             .unwrap();
         assert_eq!(listed[0].status, ReminderStatus::Sent);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn phones_and_numbers_stay_in_their_tenant() {
+    use coachlibre_core::sms::{PhoneNumber, SmsNumber};
+    on_every_backend(|store, backend| async move {
+        let a = tenant("sms-a");
+        let b = tenant("sms-b");
+        store.insert_tenant(&a).await.unwrap();
+        store.insert_tenant(&b).await.unwrap();
+        let ana = user(a.id, "ana@a.test", Role::Client);
+        let bob = user(a.id, "bob@a.test", Role::Client);
+        let zoe = user(b.id, "zoe@b.test", Role::Client);
+        for u in [&ana, &bob, &zoe] {
+            store.insert_user(u).await.unwrap();
+        }
+        let phone = PhoneNumber::parse("+33612345678").unwrap();
+        store.set_phone(a.id, ana.id, Some(&phone)).await.unwrap();
+        assert_eq!(
+            store.get_phone(a.id, ana.id).await.unwrap(),
+            Some(phone.clone())
+        );
+        assert_eq!(
+            store.user_by_phone(a.id, &phone).await.unwrap(),
+            Some(ana.id)
+        );
+        // Another user of the tenant cannot take it; a user of another tenant can.
+        assert!(
+            matches!(
+                store.set_phone(a.id, bob.id, Some(&phone)).await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{backend}"
+        );
+        store.set_phone(b.id, zoe.id, Some(&phone)).await.unwrap();
+        assert_eq!(
+            store.user_by_phone(b.id, &phone).await.unwrap(),
+            Some(zoe.id)
+        );
+        assert_eq!(
+            store.user_by_phone(a.id, &phone).await.unwrap(),
+            Some(ana.id)
+        );
+        // A user of another tenant is not found through this one.
+        assert!(matches!(
+            store.set_phone(a.id, zoe.id, Some(&phone)).await,
+            Err(StoreError::NotFound)
+        ));
+        assert_eq!(store.get_phone(a.id, zoe.id).await.unwrap(), None);
+        // Changed, then cleared.
+        let other = PhoneNumber::parse("+33698765432").unwrap();
+        store.set_phone(a.id, ana.id, Some(&other)).await.unwrap();
+        assert_eq!(
+            store.get_phone(a.id, ana.id).await.unwrap(),
+            Some(other.clone())
+        );
+        assert_eq!(store.user_by_phone(a.id, &phone).await.unwrap(), None);
+        store.set_phone(a.id, ana.id, None).await.unwrap();
+        assert_eq!(store.get_phone(a.id, ana.id).await.unwrap(), None);
+
+        // Numbers: unique across tenants, agents of the tenant only.
+        let agent = |t| {
+            Agent::create(
+                t,
+                None,
+                AgentInput {
+                    name: Some("Texter".into()),
+                    ..AgentInput::default()
+                },
+                &[],
+            )
+            .unwrap()
+        };
+        let (agent_a, agent_b) = (agent(a.id), agent(b.id));
+        store.insert_agent(&agent_a).await.unwrap();
+        store.insert_agent(&agent_b).await.unwrap();
+        let line = SmsNumber {
+            number: PhoneNumber::parse("+14155550100").unwrap(),
+            tenant_id: a.id,
+            agent_id: agent_a.id,
+            created_at: coachlibre_core::now(),
+        };
+        store.insert_sms_number(&line).await.unwrap();
+        assert!(
+            matches!(
+                store
+                    .insert_sms_number(&SmsNumber {
+                        tenant_id: b.id,
+                        agent_id: agent_b.id,
+                        ..line.clone()
+                    })
+                    .await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{backend}: one tenant per number"
+        );
+        let foreign_agent = SmsNumber {
+            number: PhoneNumber::parse("+14155550101").unwrap(),
+            agent_id: agent_b.id,
+            ..line.clone()
+        };
+        assert!(
+            matches!(
+                store.insert_sms_number(&foreign_agent).await,
+                Err(StoreError::NotFound)
+            ),
+            "{backend}: another tenant's agent"
+        );
+        assert_eq!(
+            store.find_sms_number(&line.number).await.unwrap(),
+            Some(line.clone())
+        );
+        assert_eq!(
+            store.list_sms_numbers(a.id).await.unwrap(),
+            vec![line.clone()]
+        );
+        assert!(store.list_sms_numbers(b.id).await.unwrap().is_empty());
+        assert_eq!(
+            store.sms_number_for_agent(a.id, agent_a.id).await.unwrap(),
+            Some(line.clone())
+        );
+        assert_eq!(
+            store.sms_number_for_agent(b.id, agent_a.id).await.unwrap(),
+            None
+        );
+        assert!(!store.delete_sms_number(b.id, &line.number).await.unwrap());
+        assert!(store.delete_sms_number(a.id, &line.number).await.unwrap());
+        assert_eq!(store.find_sms_number(&line.number).await.unwrap(), None);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_delivered_reminder_enqueues_its_text_in_the_same_transaction() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("outbox");
+        store.insert_tenant(&t).await.unwrap();
+        let client = user(t.id, "c@outbox.test", Role::Client);
+        store.insert_user(&client).await.unwrap();
+        let agent = Agent::create(
+            t.id,
+            None,
+            AgentInput {
+                name: Some("Nudger".into()),
+                ..AgentInput::default()
+            },
+            &[],
+        )
+        .unwrap();
+        store.insert_agent(&agent).await.unwrap();
+        let conv = Conversation::new(t.id, client.id, agent.id, Channel::Sms, None).unwrap();
+        store.insert_conversation(&conv).await.unwrap();
+        let now = coachlibre_core::now();
+        let r = Reminder::new(
+            t.id,
+            client.id,
+            Some(conv.id),
+            "Walk",
+            now + Duration::hours(1),
+        )
+        .unwrap();
+        store.insert_reminder(&r).await.unwrap();
+        let m = Message::new(t.id, conv.id, ChatRole::Assistant, "Reminder: Walk");
+        let text = NewJob::new(t.id, "sms.send", json!({"body": "Reminder: Walk"})).key("sms:walk");
+        assert!(
+            store
+                .deliver_reminder(t.id, r.id, Some(&m), Some(&text))
+                .await
+                .unwrap()
+        );
+        // Delivered twice: nothing more is written or enqueued.
+        assert!(
+            !store
+                .deliver_reminder(t.id, r.id, Some(&m), Some(&text))
+                .await
+                .unwrap()
+        );
+        let jobs = store
+            .list_jobs(t.id, &JobFilter::default(), &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1, "{backend}");
+        assert_eq!(jobs[0].kind, "sms.send");
+        assert_eq!(jobs[0].idempotency_key.as_deref(), Some("sms:walk"));
+        // Through another tenant, nothing is delivered or enqueued.
+        let later = Reminder::new(
+            t.id,
+            client.id,
+            Some(conv.id),
+            "Nap",
+            now + Duration::hours(1),
+        )
+        .unwrap();
+        store.insert_reminder(&later).await.unwrap();
+        let stranger = tenant("outbox-other");
+        store.insert_tenant(&stranger).await.unwrap();
+        let other = NewJob::new(stranger.id, "sms.send", json!({})).key("sms:nap");
+        assert!(
+            !store
+                .deliver_reminder(stranger.id, later.id, Some(&m), Some(&other))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .list_jobs(stranger.id, &JobFilter::default(), &PageRequest::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let jobs = store
+            .list_jobs(t.id, &JobFilter::default(), &PageRequest::default())
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1, "{backend}");
     })
     .await;
 }

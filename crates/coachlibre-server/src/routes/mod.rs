@@ -15,6 +15,7 @@ pub mod knowledge;
 pub mod me;
 pub mod openai;
 pub mod skills;
+pub mod sms;
 pub mod users;
 pub mod workflows;
 

@@ -12,6 +12,7 @@ mod jobs;
 mod knowledge;
 mod operations;
 mod skills;
+mod sms;
 mod users;
 mod web;
 mod workflows;
