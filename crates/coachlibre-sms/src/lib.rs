@@ -78,6 +78,15 @@ impl Sms {
         }
     }
 
+    async fn audit(&self, actor: &Actor, what: &str, target: String, detail: Value) -> Result<()> {
+        let mut entry =
+            AuditEntry::new(Some(actor.tenant_id), Some(actor.user_id), what).target(target);
+        if !detail.is_null() {
+            entry = entry.detail(detail);
+        }
+        Ok(self.store.append_audit(&entry).await?)
+    }
+
     /// A user's phone number; visible to whoever sees the user.
     pub async fn phone(&self, actor: &Actor, user: UserId) -> Result<Option<PhoneNumber>> {
         let user = self.accounts.get_user(actor, user).await?;
@@ -108,17 +117,13 @@ impl Sms {
                 ),
                 other => other.into(),
             })?;
-        self.store
-            .append_audit(
-                &AuditEntry::new(
-                    Some(actor.tenant_id),
-                    Some(actor.user_id),
-                    action::PHONE_CHANGED,
-                )
-                .target(user.id)
-                .detail(json!({"set": phone.is_some()})),
-            )
-            .await?;
+        self.audit(
+            actor,
+            action::PHONE_CHANGED,
+            user.id.to_string(),
+            json!({"set": phone.is_some()}),
+        )
+        .await?;
         Ok(phone)
     }
 
@@ -158,17 +163,13 @@ impl Sms {
                 }
                 other => other.into(),
             })?;
-        self.store
-            .append_audit(
-                &AuditEntry::new(
-                    Some(actor.tenant_id),
-                    Some(actor.user_id),
-                    action::SMS_NUMBER_ADDED,
-                )
-                .target(n.number.as_str())
-                .detail(json!({"agent_id": agent})),
-            )
-            .await?;
+        self.audit(
+            actor,
+            action::SMS_NUMBER_ADDED,
+            n.number.to_string(),
+            json!({"agent_id": agent}),
+        )
+        .await?;
         Ok(n)
     }
 
@@ -183,16 +184,13 @@ impl Sms {
         {
             return Err(Error::not_found("number"));
         }
-        self.store
-            .append_audit(
-                &AuditEntry::new(
-                    Some(actor.tenant_id),
-                    Some(actor.user_id),
-                    action::SMS_NUMBER_REMOVED,
-                )
-                .target(number.as_str()),
-            )
-            .await?;
+        self.audit(
+            actor,
+            action::SMS_NUMBER_REMOVED,
+            number.to_string(),
+            Value::Null,
+        )
+        .await?;
         Ok(())
     }
 
