@@ -16,7 +16,7 @@ use std::sync::Arc;
 use coachlibre_core::agent::Agent;
 use coachlibre_core::audit::{AuditEntry, action};
 use coachlibre_core::conversation::{
-    Approval, ApprovalStatus, Citation, Conversation, Message, MessageStatus, UsageRecord,
+    Approval, ApprovalStatus, Channel, Citation, Conversation, Message, MessageStatus, UsageRecord,
     month_start,
 };
 use coachlibre_core::goal::Notification;
@@ -725,7 +725,32 @@ impl Runtime {
         };
         let sink = Sink(None);
         self.finish_call(&mut turn, call, outcome, &sink).await?;
-        self.steps(&mut turn, &sink).await?;
+        if self.steps(&mut turn, &sink).await? {
+            self.text_answer(&turn.conversation).await?;
+        }
+        Ok(())
+    }
+
+    /// On the SMS channel, text the conversation's newest message when it is the agent's
+    /// answer (a turn resumed after the coach's decision has no one waiting on a stream).
+    async fn text_answer(&self, conv: &Conversation) -> Result<()> {
+        if conv.channel != Channel::Sms {
+            return Ok(());
+        }
+        let latest = self
+            .store
+            .recent_messages(conv.tenant_id, conv.id, None, 1)
+            .await?;
+        let Some(answer) = latest
+            .last()
+            .filter(|m| m.role == ChatRole::Assistant && m.tool_calls.is_empty())
+        else {
+            return Ok(());
+        };
+        if let Some(job) = coachlibre_core::sms::text_for(self.store.as_ref(), conv, answer).await?
+        {
+            self.store.enqueue(&job).await?;
+        }
         Ok(())
     }
 

@@ -5,8 +5,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::conversation::{Channel, Conversation, Message};
 use crate::ids::{AgentId, ConversationId, MessageId, TenantId};
 use crate::job::NewJob;
+use crate::store::{Store, StoreResult};
 use crate::{Error, Result};
 
 /// The job kind that sends one text through the gateway.
@@ -127,6 +129,39 @@ pub fn send_job(
     // A payload of strings and ids always serialises.
     let payload = serde_json::to_value(payload).unwrap_or_default();
     NewJob::new(tenant, SEND, payload).priority(10).key(key)
+}
+
+/// The text that carries an agent's `message` to the client when its conversation is on the
+/// SMS channel, the client has a phone number and the agent one of the tenant's numbers
+/// (keyed by the message, so enqueuing it twice sends it once); `None` otherwise.
+pub async fn text_for(
+    store: &dyn Store,
+    conversation: &Conversation,
+    message: &Message,
+) -> StoreResult<Option<NewJob>> {
+    if conversation.channel != Channel::Sms || message.content.trim().is_empty() {
+        return Ok(None);
+    }
+    let tenant = conversation.tenant_id;
+    let Some(to) = store.get_phone(tenant, conversation.client_id).await? else {
+        tracing::warn!(client = %conversation.client_id, "an SMS conversation's client has no phone number: not texted");
+        return Ok(None);
+    };
+    let Some(from) = store
+        .sms_number_for_agent(tenant, conversation.agent_id)
+        .await?
+    else {
+        tracing::warn!(agent = %conversation.agent_id, "an SMS conversation's agent has no number: not texted");
+        return Ok(None);
+    };
+    Ok(Some(send_job(
+        tenant,
+        &from.number,
+        &to,
+        &message.content,
+        Some(message.id),
+        format!("sms:{}", message.id),
+    )))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The built-in job kinds.
 
 use async_trait::async_trait;
-use coachlibre_core::conversation::{Channel, Message};
+use coachlibre_core::conversation::Message;
 use coachlibre_core::goal::Notification;
 use coachlibre_core::ids::{ConversationId, ReminderId, UserId};
 use coachlibre_core::job::{Job, NewJob};
@@ -43,7 +43,7 @@ impl Handler for DeliverReminder {
             .conversation_id
             .map(|c| Message::new(job.tenant_id, c, ChatRole::Assistant, text.clone()));
         let outbox = match &message {
-            Some(m) => sms_for(ctx, job, p.client_id, m)
+            Some(m) => sms_for(ctx, job, m)
                 .await
                 .map_err(|e| JobError::Retry(e.to_string()))?,
             None => None,
@@ -79,46 +79,21 @@ impl Handler for DeliverReminder {
     }
 }
 
-/// The text that carries `message` when its conversation is on the SMS channel, the client
-/// has a phone number and the agent one of the tenant's numbers; `None` otherwise (the
-/// reminder stays in the conversation and the notifications).
+/// The text that carries a reminder's `message`, when its conversation is on the SMS channel
+/// (see [`sms::text_for`]).
 async fn sms_for(
     ctx: &JobContext,
     job: &Job,
-    client: UserId,
     message: &Message,
 ) -> coachlibre_core::store::StoreResult<Option<NewJob>> {
-    let tenant = job.tenant_id;
-    let Some(conversation) = ctx
+    match ctx
         .store
-        .get_conversation(tenant, message.conversation_id)
+        .get_conversation(job.tenant_id, message.conversation_id)
         .await?
-    else {
-        return Ok(None);
-    };
-    if conversation.channel != Channel::Sms {
-        return Ok(None);
+    {
+        Some(conversation) => sms::text_for(ctx.store.as_ref(), &conversation, message).await,
+        None => Ok(None),
     }
-    let Some(to) = ctx.store.get_phone(tenant, client).await? else {
-        tracing::warn!(%client, "an SMS reminder for a client without a phone number: not texted");
-        return Ok(None);
-    };
-    let Some(from) = ctx
-        .store
-        .sms_number_for_agent(tenant, conversation.agent_id)
-        .await?
-    else {
-        tracing::warn!(agent = %conversation.agent_id, "an SMS reminder from an agent without a number: not texted");
-        return Ok(None);
-    };
-    Ok(Some(sms::send_job(
-        tenant,
-        &from.number,
-        &to,
-        &message.content,
-        Some(message.id),
-        format!("sms:{}", message.id),
-    )))
 }
 
 /// What a [`PROBE`] job should do; every field is optional (`{}` is a no-op).

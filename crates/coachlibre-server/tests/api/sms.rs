@@ -1,7 +1,8 @@
 //! Text messages over HTTP: a client texts the tenant's number (a signed webhook), the agent's
 //! answer is texted back through the gateway (a Twilio-compatible server run by the test,
 //! which refuses its first call to check the retry), a reminder set by text is texted when
-//! due; phone numbers and the tenant's numbers with their permissions and errors.
+//! due, an answer that waited for the coach's approval is texted once approved; phone numbers
+//! and the tenant's numbers with their permissions and errors.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -341,6 +342,53 @@ async fn a_client_texts_the_agent_and_gets_its_answer_and_reminders_by_text() {
         let reminder = wait_for(&gateway, "Reminder: Drink a glass of water").await;
         assert_eq!(reminder.len(), 1, "{}", app.backend);
         assert_eq!(reminder[0].field("To"), CLIENT_PHONE);
+
+        // An answer that waits for the coach's approval is texted once the coach approves.
+        let r = app
+            .call(
+                Method::PATCH,
+                &format!("/api/v1/agents/{}", c.agent),
+                Some(&c.coach),
+                Some(json!({"approval_tools": ["create_goal"]})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        model.push(Script::call(
+            "create_goal",
+            json!({"title": "Sleep 8 hours"}),
+        ));
+        let r = text_in(
+            &app,
+            TOKEN,
+            CLIENT_PHONE,
+            NUMBER,
+            "I want to sleep better",
+            "SM5",
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let mut id = String::new();
+        for _ in 0..200 {
+            let pending = app.get("/api/v1/approvals?status=pending", &c.coach).await;
+            if let Some(found) = pending.body["items"][0]["id"].as_str() {
+                id = found.to_owned();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!id.is_empty(), "{}: no approval was requested", app.backend);
+        model.push(Script::text("Your sleep goal is saved."));
+        let r = app
+            .post(
+                &format!("/api/v1/approvals/{id}"),
+                &c.coach,
+                json!({"approve": true}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let approved = wait_for(&gateway, "Your sleep goal is saved.").await;
+        assert_eq!(approved.len(), 1, "{}", app.backend);
+        assert_eq!(approved[0].field("To"), CLIENT_PHONE);
 
         // A text from a number no client has: accepted, ignored.
         let before = gateway.sent.lock().expect("lock").len();
