@@ -29,6 +29,9 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/keys", get(keys).post(create_key))
         .route("/admin/keys/{id}/revoke", post(revoke_key))
         .route("/admin/audit", get(audit))
+        .route("/admin/sms", get(sms).post(add_number))
+        .route("/admin/sms/phone", post(set_phone))
+        .route("/admin/sms/remove", post(remove_number))
 }
 
 /// When the process started (for request rates).
@@ -479,4 +482,149 @@ async fn audit(State(state): State<AppState>, web: Web, Query(q): Query<Listing>
                     .next(next_link("/admin/audit", page.next_cursor)),
             ),
     )
+}
+
+async fn sms(State(state): State<AppState>, web: Web, Query(q): Query<Listing>) -> WebResult {
+    web.require_admin()?;
+    let numbers = state.sms.numbers(&web.actor).await?;
+    let agents = state.coaching.list_agents(&web.actor, &first(200)?).await?;
+    let agent_name = |id| {
+        agents
+            .items
+            .iter()
+            .find(|a| a.id == id)
+            .map_or_else(|| id.to_string(), |a| a.name.clone())
+    };
+    let rows = numbers
+        .iter()
+        .map(|n| {
+            vec![
+                Cell::text(n.number.as_str()),
+                Cell::text(agent_name(n.agent_id)),
+                Cell::text(when(n.created_at)),
+                Cell::posts(vec![
+                    Post::new(
+                        format!(
+                            "/admin/sms/remove?number={}",
+                            n.number.as_str().replace('+', "%2B")
+                        ),
+                        "Remove",
+                    )
+                    .danger()
+                    .confirm("Remove this number? Texts to it will no longer be answered."),
+                ]),
+            ]
+        })
+        .collect();
+    let users = state
+        .accounts
+        .list_users(By::Actor(&web.actor), None, &first(200)?)
+        .await?;
+    let gateway = if state.config.sms.auth_token.is_some() {
+        "A gateway is configured: texts are sent and the webhook answers at /api/v1/hooks/sms/twilio."
+    } else {
+        "No gateway is configured yet (sms.account_sid and sms.auth_token): texts are written into conversations but not sent."
+    };
+    let notice = match q.done.as_deref() {
+        Some("added") => Some("Number added."),
+        Some("removed") => Some("Number removed."),
+        Some("phone") => Some("Phone number saved."),
+        _ => None,
+    };
+    render(
+        &Page::new(web.layout("Text messages").notice(notice), "Text messages")
+            .intro(gateway)
+            .section(
+                Section::new("Numbers")
+                    .intro("Texts to a number are answered by its agent; that agent's texts (answers, reminders) leave from it.")
+                    .table(vec!["Number", "Agent", "Added", ""], rows)
+                    .empty("No number yet."),
+            )
+            .section(Section::new("Add a number").form(FormSpec::new(
+                "/admin/sms",
+                "Add number",
+                vec![
+                    Field::new("text", "number", "Number")
+                        .required()
+                        .help("With its country code, e.g. +33 7 00 00 00 01."),
+                    Field::new("select", "agent_id", "Answered by").options(
+                        agents
+                            .items
+                            .iter()
+                            .map(|a| (a.id.to_string(), a.name.clone(), false))
+                            .collect(),
+                    ),
+                ],
+            )))
+            .section(Section::new("A person's phone number").form(FormSpec::new(
+                "/admin/sms/phone",
+                "Save phone",
+                vec![
+                    Field::new("select", "user_id", "Person").options(
+                        users
+                            .items
+                            .iter()
+                            .map(|u| (u.id.to_string(), format!("{} ({})", u.display_name, u.email), false))
+                            .collect(),
+                    ),
+                    Field::new("text", "phone", "Phone")
+                        .help("With its country code; leave empty to remove it."),
+                ],
+            ))),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NumberForm {
+    #[serde(default)]
+    number: String,
+    #[serde(default)]
+    agent_id: String,
+}
+
+async fn add_number(State(state): State<AppState>, Form(web, f): Form<NumberForm>) -> WebResult {
+    web.require_admin()?;
+    let agent = f
+        .agent_id
+        .parse()
+        .map_err(|_| WebError::bad_request("Choose the agent that answers."))?;
+    state.sms.add_number(&web.actor, &f.number, agent).await?;
+    see("/admin/sms?done=added")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PhoneForm {
+    #[serde(default)]
+    user_id: String,
+    #[serde(default)]
+    phone: String,
+}
+
+async fn set_phone(State(state): State<AppState>, Form(web, f): Form<PhoneForm>) -> WebResult {
+    web.require_admin()?;
+    let user: UserId = f
+        .user_id
+        .parse()
+        .map_err(|_| WebError::bad_request("Choose a person."))?;
+    state
+        .sms
+        .set_phone(&web.actor, user, Some(f.phone.as_str()))
+        .await?;
+    see("/admin/sms?done=phone")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RemoveQuery {
+    #[serde(default)]
+    number: String,
+}
+
+async fn remove_number(
+    State(state): State<AppState>,
+    Query(q): Query<RemoveQuery>,
+    Form(web, Empty {}): Form<Empty>,
+) -> WebResult {
+    web.require_admin()?;
+    state.sms.remove_number(&web.actor, &q.number).await?;
+    see("/admin/sms?done=removed")
 }

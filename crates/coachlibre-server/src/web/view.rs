@@ -44,6 +44,7 @@ const ADMIN_NAV: &[(&str, &str)] = &[
     ("/admin", "Status"),
     ("/admin/users", "Users"),
     ("/admin/keys", "API keys"),
+    ("/admin/sms", "Text messages"),
     ("/admin/audit", "Audit log"),
 ];
 

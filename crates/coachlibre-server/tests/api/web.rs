@@ -693,3 +693,99 @@ async fn a_coach_approves_a_waiting_tool_call_from_the_backoffice() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn an_admin_manages_text_message_numbers_and_phones_from_the_backoffice() {
+    for (app, _model) in crate::agents::apps().await {
+        let c = crate::agents::cast(&app, json!({})).await;
+        let http = raw();
+        let admin = form_login(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        let get = |path: &'static str| {
+            let (http, admin, url) = (http.clone(), admin.clone(), app.url(path));
+            async move {
+                let r = http
+                    .get(url)
+                    .header(COOKIE, admin)
+                    .send()
+                    .await
+                    .expect("page");
+                (r.status(), r.text().await.expect("html"))
+            }
+        };
+        let (status, html) = get("/admin/sms").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            html.contains("No number yet") && html.contains("No gateway is configured"),
+            "{html}"
+        );
+        let token = csrf_of(&html);
+        let r = http
+            .post(app.url("/admin/sms"))
+            .header(COOKIE, &admin)
+            .form(&[
+                ("_csrf", token.as_str()),
+                ("number", "+33 7 00 00 00 01"),
+                ("agent_id", c.agent.as_str()),
+            ])
+            .send()
+            .await
+            .expect("add");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        // A bad number is a clear page, not an error.
+        let r = http
+            .post(app.url("/admin/sms"))
+            .header(COOKIE, &admin)
+            .form(&[
+                ("_csrf", token.as_str()),
+                ("number", "0700"),
+                ("agent_id", c.agent.as_str()),
+            ])
+            .send()
+            .await
+            .expect("add");
+        assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(r.text().await.unwrap_or_default().contains("country code"));
+        let r = http
+            .post(app.url("/admin/sms/phone"))
+            .header(COOKIE, &admin)
+            .form(&[
+                ("_csrf", token.as_str()),
+                ("user_id", c.client_id.as_str()),
+                ("phone", "+33 6 12 34 56 78"),
+            ])
+            .send()
+            .await
+            .expect("phone");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let phone = app
+            .get(&format!("/api/v1/users/{}/phone", c.client_id), &c.coach)
+            .await;
+        assert_eq!(phone.body["phone"], "+33612345678");
+        let (_, html) = get("/admin/sms").await;
+        assert!(html.contains("+33700000001"), "{html}");
+        let r = http
+            .post(app.url("/admin/sms/remove?number=%2B33700000001"))
+            .header(COOKIE, &admin)
+            .form(&[("_csrf", token.as_str())])
+            .send()
+            .await
+            .expect("remove");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(r.headers()[LOCATION], "/admin/sms?done=removed");
+        let (_, html) = get("/admin/sms?done=removed").await;
+        assert!(
+            html.contains("Number removed") && html.contains("No number yet"),
+            "{html}"
+        );
+        // Coaches do not manage numbers.
+        let coach = form_login(&app, "coach@x.test", PASSWORD).await;
+        let r = http
+            .get(app.url("/admin/sms"))
+            .header(COOKIE, &coach)
+            .send()
+            .await
+            .expect("page");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        app.stop().await;
+    }
+}
