@@ -61,6 +61,7 @@ async fn turn(
         history: None,
         params: None,
         instruction: false,
+        message_id: None,
     });
     let mut done = None;
     while let Some(ev) = rx.recv().await {

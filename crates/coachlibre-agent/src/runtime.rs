@@ -26,7 +26,7 @@ use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, ChatRole, GenerationParams, ModelError,
     ModelSource, ToolCall, Usage,
 };
-use coachlibre_core::store::Store;
+use coachlibre_core::store::{Store, StoreError};
 use coachlibre_core::{Error, Result};
 use futures_util::StreamExt;
 use serde::Serialize;
@@ -130,6 +130,10 @@ pub struct TurnRequest {
     /// publishes no event and feeds no memory; the agent's answer is written into the
     /// conversation as usual (the agent speaks first).
     pub instruction: bool,
+    /// The id the client's message is stored under, when the caller chose it: a retried turn
+    /// (a background job run again) finds its message already stored and does not store it
+    /// twice.
+    pub message_id: Option<MessageId>,
 }
 
 /// Where events go: a client's stream, or nowhere (a turn resumed in the background).
@@ -277,21 +281,31 @@ impl Runtime {
         let text = coachlibre_core::conversation::parse_user_message(&req.text)?.to_owned();
         let instruction = req.instruction;
         if !instruction {
-            let user_msg = Message::new(conv.tenant_id, conv.id, ChatRole::User, text.clone());
-            self.store.insert_message(&user_msg).await?;
-            self.events
-                .publish(
-                    conv.tenant_id,
-                    EventKind::MessageReceived,
-                    serde_json::json!({
-                        "client_id": conv.client_id,
-                        "conversation_id": conv.id,
-                        "agent_id": agent.id,
-                        "message_id": user_msg.id,
-                        "text": text,
-                    }),
-                )
-                .await;
+            let mut user_msg = Message::new(conv.tenant_id, conv.id, ChatRole::User, text.clone());
+            if let Some(id) = req.message_id {
+                user_msg.id = id;
+            }
+            let fresh = match self.store.insert_message(&user_msg).await {
+                Ok(()) => true,
+                // Stored by an earlier attempt of the same turn: not published again.
+                Err(StoreError::Conflict(_)) if req.message_id.is_some() => false,
+                Err(e) => return Err(e.into()),
+            };
+            if fresh {
+                self.events
+                    .publish(
+                        conv.tenant_id,
+                        EventKind::MessageReceived,
+                        serde_json::json!({
+                            "client_id": conv.client_id,
+                            "conversation_id": conv.id,
+                            "agent_id": agent.id,
+                            "message_id": user_msg.id,
+                            "text": text,
+                        }),
+                    )
+                    .await;
+            }
         }
 
         if let Some(reason) = self.budget_exceeded(&conv, &agent).await? {

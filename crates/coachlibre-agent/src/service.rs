@@ -394,6 +394,7 @@ impl Coaching {
             history,
             params: None,
             instruction: false,
+            message_id: None,
         })
     }
 

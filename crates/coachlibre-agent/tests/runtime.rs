@@ -656,3 +656,45 @@ async fn failures_become_error_events_and_bad_input_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_turn_run_again_with_its_message_id_stores_the_message_once() {
+    for w in worlds().await {
+        let agent = w.agent(AgentInput::default()).await;
+        let conv = w.conversation(&agent).await;
+        let id = coachlibre_core::ids::MessageId::generate();
+        for answer in ["First answer.", "Second answer."] {
+            w.model.push(Script::text(answer));
+            let mut req = w
+                .coaching
+                .prepare_turn(&w.client, conv, "Text from my phone", None)
+                .await
+                .expect("turn");
+            req.message_id = Some(id);
+            let mut rx = w.coaching.runtime().start(req);
+            let mut events = Vec::new();
+            while let Some(ev) = rx.recv().await {
+                events.push(ev);
+            }
+            assert_eq!(finish_of(&events), Some(TurnFinish::Stop), "{events:?}");
+        }
+        let msgs = w
+            .coaching
+            .list_messages(&w.client, conv, &PageRequest::default())
+            .await
+            .unwrap()
+            .items;
+        let users: Vec<&Message> = msgs.iter().filter(|m| m.role == ChatRole::User).collect();
+        assert_eq!(users.len(), 1, "the client's message is stored once");
+        assert_eq!(users[0].id, id);
+        assert_eq!(msgs.len(), 3);
+        // The second run's prompt still ends with the client's message, once.
+        let second = &w.model.requests()[1];
+        let asked = second
+            .messages
+            .iter()
+            .filter(|m| m.content == "Text from my phone")
+            .count();
+        assert_eq!(asked, 1);
+    }
+}

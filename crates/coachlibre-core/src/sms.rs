@@ -97,6 +97,10 @@ pub struct ReplyPayload {
     /// Where the answer goes, and from which of the tenant's numbers.
     pub to: String,
     pub from: String,
+    /// The id the client's text is stored under (chosen when it arrives, so that a retried
+    /// reply finds it stored and does not store it twice).
+    #[serde(default)]
+    pub message_id: Option<MessageId>,
 }
 
 /// `body` cut to [`MAX_BODY_CHARS`] characters (an ellipsis marks a cut).

@@ -23,8 +23,9 @@ use coachlibre_core::accounts::Accounts;
 use coachlibre_core::actor::{Actor, Scope};
 use coachlibre_core::audit::{AuditEntry, action};
 use coachlibre_core::conversation::{Channel, Conversation};
-use coachlibre_core::ids::{AgentId, JobId, UserId};
+use coachlibre_core::ids::{AgentId, JobId, MessageId, UserId};
 use coachlibre_core::job::{Job, NewJob};
+use coachlibre_core::model::ChatRole;
 use coachlibre_core::sms::{self, PhoneNumber, ReplyPayload, SendPayload, SmsNumber};
 use coachlibre_core::store::Store;
 use coachlibre_core::user::Role;
@@ -258,6 +259,7 @@ impl Sms {
             text: body.to_owned(),
             to: from.as_str().to_owned(),
             from: to.as_str().to_owned(),
+            message_id: Some(MessageId::generate()),
         };
         let job = NewJob::new(tenant, sms::REPLY, json!(payload))
             .by(client)
@@ -329,6 +331,39 @@ impl Handler for ReplySms {
                 ));
             }
         };
+        // A retry after the turn got going (the process stopped, say): the client's text is
+        // stored; text the answer it got, if any, rather than answering twice.
+        if job.attempts > 1
+            && let Some(asked) = p.message_id
+        {
+            let after = ctx
+                .store
+                .recent_messages(tenant, conversation.id, Some(asked), 50)
+                .await
+                .map_err(retry)?;
+            if !after.is_empty() {
+                let answer = after.iter().rev().find(|m| {
+                    m.role == ChatRole::Assistant
+                        && m.tool_calls.is_empty()
+                        && !m.content.trim().is_empty()
+                });
+                let Some(answer) = answer else {
+                    return Ok(json!({"answered_before": true, "texted": false}));
+                };
+                let send = sms::send_job(
+                    tenant,
+                    &from,
+                    &to,
+                    &answer.content,
+                    Some(answer.id),
+                    format!("sms:{}", answer.id),
+                );
+                ctx.store.enqueue(&send).await.map_err(retry)?;
+                return Ok(
+                    json!({"message_id": answer.id, "answered_before": true, "texted": true}),
+                );
+            }
+        }
         let mut rx = self.0.start(TurnRequest {
             conversation,
             agent,
@@ -336,6 +371,7 @@ impl Handler for ReplySms {
             history: None,
             params: None,
             instruction: false,
+            message_id: p.message_id,
         });
         let (mut message_id, mut finish) = (None, None);
         while let Some(ev) = rx.recv().await {
@@ -349,7 +385,8 @@ impl Handler for ReplySms {
                     finish = Some(f);
                 }
                 TurnEvent::Error { code, message } => {
-                    // The client's text is stored: a second turn would store it twice.
+                    // The model failed (what it wrote is kept, marked): not retried, which
+                    // would text that partial answer.
                     return Err(JobError::Permanent(format!(
                         "the turn failed ({code}): {message}"
                     )));

@@ -530,6 +530,7 @@ async fn agent_turn(
         history: None,
         params: None,
         instruction: true,
+        message_id: None,
     });
     let (mut text, mut citations, mut message_id) = (String::new(), Vec::new(), None);
     while let Some(ev) = rx.recv().await {
