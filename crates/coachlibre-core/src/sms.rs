@@ -27,9 +27,14 @@ impl PhoneNumber {
     /// Validate a number written with its country code; spaces, dots, dashes and parentheses
     /// are dropped, and a leading `00` stands for `+`.
     pub fn parse(s: &str) -> Result<Self> {
+        Self::parse_field("phone", s)
+    }
+
+    /// [`PhoneNumber::parse`], naming `field` in the error.
+    pub fn parse_field(field: &'static str, s: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(
-                "phone",
+                field,
                 "must be an international number with its country code, like +33612345678",
             )
         };
@@ -158,14 +163,25 @@ pub async fn text_for(
         tracing::warn!(agent = %conversation.agent_id, "an SMS conversation's agent has no number: not texted");
         return Ok(None);
     };
-    Ok(Some(send_job(
+    Ok(Some(text_of(tenant, &from.number, &to, message)))
+}
+
+/// The text that carries `message` from `from` to `to`, keyed by the message (enqueuing it
+/// twice sends it once).
+pub fn text_of(
+    tenant: TenantId,
+    from: &PhoneNumber,
+    to: &PhoneNumber,
+    message: &Message,
+) -> NewJob {
+    send_job(
         tenant,
-        &from.number,
-        &to,
+        from,
+        to,
         &message.content,
         Some(message.id),
         format!("sms:{}", message.id),
-    )))
+    )
 }
 
 #[cfg(test)]

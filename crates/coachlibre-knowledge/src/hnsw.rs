@@ -289,11 +289,6 @@ impl Hnsw {
         self.params.ef_search = ef.max(1);
     }
 
-    /// Change how many candidates are rescored exactly.
-    pub fn set_rerank(&mut self, n: usize) {
-        self.params.rerank = n.max(1);
-    }
-
     /// The code row of `id` (all `row_bytes`, padding included).
     fn row(&self, id: u32) -> &[u8] {
         let at = self.codes_at + id as usize * self.row_bytes;

@@ -27,7 +27,7 @@ use coachlibre_core::ids::{AgentId, JobId, MessageId, UserId};
 use coachlibre_core::job::{Job, NewJob};
 use coachlibre_core::model::ChatRole;
 use coachlibre_core::sms::{self, PhoneNumber, ReplyPayload, SendPayload, SmsNumber};
-use coachlibre_core::store::Store;
+use coachlibre_core::store::{Store, StoreError};
 use coachlibre_core::user::Role;
 use coachlibre_core::{Error, Result};
 use coachlibre_jobs::{Handler, JobContext, JobError, Jobs};
@@ -113,7 +113,7 @@ impl Sms {
             .set_phone(actor.tenant_id, user.id, phone.as_ref())
             .await
             .map_err(|e| match e {
-                coachlibre_core::store::StoreError::Conflict(_) => Error::Conflict(
+                StoreError::Conflict(_) => Error::Conflict(
                     "another user of this organisation has this phone number".into(),
                 ),
                 other => other.into(),
@@ -142,12 +142,7 @@ impl Sms {
         agent: AgentId,
     ) -> Result<SmsNumber> {
         actor.require_admin()?;
-        let number = PhoneNumber::parse(number).map_err(|_| {
-            Error::invalid(
-                "number",
-                "must be an international number with its country code, like +33612345678",
-            )
-        })?;
+        let number = PhoneNumber::parse_field("number", number)?;
         let n = SmsNumber {
             number,
             tenant_id: actor.tenant_id,
@@ -158,8 +153,8 @@ impl Sms {
             .insert_sms_number(&n)
             .await
             .map_err(|e| match e {
-                coachlibre_core::store::StoreError::NotFound => Error::not_found("agent"),
-                coachlibre_core::store::StoreError::Conflict(_) => {
+                StoreError::NotFound => Error::not_found("agent"),
+                StoreError::Conflict(_) => {
                     Error::Conflict(format!("{} is already registered", n.number))
                 }
                 other => other.into(),
@@ -309,7 +304,7 @@ impl Handler for ReplySms {
     async fn run(&self, ctx: &JobContext, job: &Job) -> std::result::Result<Value, JobError> {
         let p: ReplyPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| JobError::Permanent(format!("bad sms.reply payload: {e}")))?;
-        let retry = |e: coachlibre_core::store::StoreError| JobError::Retry(e.to_string());
+        let retry = |e: StoreError| JobError::Retry(e.to_string());
         let tenant = job.tenant_id;
         let conversation = ctx
             .store
@@ -350,14 +345,7 @@ impl Handler for ReplySms {
                 let Some(answer) = answer else {
                     return Ok(json!({"answered_before": true, "texted": false}));
                 };
-                let send = sms::send_job(
-                    tenant,
-                    &from,
-                    &to,
-                    &answer.content,
-                    Some(answer.id),
-                    format!("sms:{}", answer.id),
-                );
+                let send = sms::text_of(tenant, &from, &to, answer);
                 ctx.store.enqueue(&send).await.map_err(retry)?;
                 return Ok(
                     json!({"message_id": answer.id, "answered_before": true, "texted": true}),
@@ -401,20 +389,15 @@ impl Handler for ReplySms {
             .get_message(tenant, message_id)
             .await
             .map_err(retry)?
-            .map(|m| m.content)
-            .unwrap_or_default();
-        if answer.trim().is_empty() {
+            .filter(|m| !m.content.trim().is_empty());
+        let Some(answer) = answer else {
             return Ok(json!({"message_id": message_id, "finish": finish, "texted": false}));
-        }
-        let send = sms::send_job(
-            tenant,
-            &from,
-            &to,
-            &answer,
-            Some(message_id),
-            format!("sms:{message_id}"),
-        );
-        let (sent, _) = ctx.store.enqueue(&send).await.map_err(retry)?;
+        };
+        let (sent, _) = ctx
+            .store
+            .enqueue(&sms::text_of(tenant, &from, &to, &answer))
+            .await
+            .map_err(retry)?;
         Ok(json!({
             "message_id": message_id,
             "finish": finish,

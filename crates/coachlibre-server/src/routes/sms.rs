@@ -188,11 +188,7 @@ fn webhook_base(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(base) = &state.config.sms.public_url {
         return base.trim_end_matches('/').to_owned();
     }
-    let https = state.config.http.trust_forwarded_for
-        && headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("https"));
+    let https = crate::web::forwarded_https(state, headers);
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())

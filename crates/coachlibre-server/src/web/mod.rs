@@ -59,12 +59,16 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 /// Whether cookies must be `Secure`: always when configured, else when a trusted proxy says
 /// the browser came over TLS.
 fn secure(state: &AppState, headers: &HeaderMap) -> bool {
-    state.config.http.secure_cookies
-        || (state.config.http.trust_forwarded_for
-            && headers
-                .get("x-forwarded-proto")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|p| p.eq_ignore_ascii_case("https")))
+    state.config.http.secure_cookies || forwarded_https(state, headers)
+}
+
+/// Whether a trusted proxy (`http.trust_forwarded_for`) says the request came over TLS.
+pub(crate) fn forwarded_https(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.http.trust_forwarded_for
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
 }
 
 /// A `Set-Cookie` value; `max_age` 0 deletes the cookie.
