@@ -128,7 +128,10 @@ impl Worker {
             // freed by stopping a cancelled job).
             let notified = self.jobs.wake().notified();
             tokio::select! {
-                f = done_rx.recv() => finished.extend(f),
+                f = done_rx.recv() => {
+                    finished.extend(f);
+                    gather(&mut done_rx, &mut finished, running.lock().await.len()).await;
+                }
                 () = notified => {}
                 () = tokio::time::sleep(self.config.poll) => {}
                 () = &mut shutdown => break,
@@ -264,6 +267,29 @@ impl Worker {
                 tracing::warn!(error = %e, "recording the last outcomes failed: those jobs run again");
             }
         }
+    }
+}
+
+/// How many times [`gather`] lets other tasks run.
+const GATHER_YIELDS: usize = 16;
+
+/// Having been woken by one attempt finishing, let the attempts that are ready finish too
+/// (jobs claimed together tend to finish together) so that one turn records them all: with
+/// short jobs this halves the number of transactions. Stops once all `held` jobs are in, or
+/// after [`GATHER_YIELDS`] passes of the scheduler (microseconds, not a timer).
+async fn gather(
+    done_rx: &mut mpsc::UnboundedReceiver<Finished>,
+    finished: &mut Vec<Finished>,
+    held: usize,
+) {
+    for _ in 0..GATHER_YIELDS {
+        while let Ok(f) = done_rx.try_recv() {
+            finished.push(f);
+        }
+        if finished.len() >= held {
+            return;
+        }
+        tokio::task::yield_now().await;
     }
 }
 

@@ -92,6 +92,9 @@ macro_rules! schedule_row {
     }};
 }
 
+/// Parameters of one job row in [`job_insert_sql`].
+const JOB_PARAMS: usize = 19;
+
 /// `INSERT` of a whole job, skipping a duplicate idempotency key; bind with [`bind_job!`].
 pub(crate) fn job_insert_sql() -> String {
     format!(
@@ -99,6 +102,40 @@ pub(crate) fn job_insert_sql() -> String {
          $12, $13, $14, $15, $16, $17, $18, $19) \
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING"
     )
+}
+
+/// SQLite: `INSERT` of `rows` whole jobs in one statement; bind each with [`bind_job!`], in
+/// order.
+fn sqlite_jobs_insert_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO jobs ({JOB_COLS}) VALUES {} \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
+        anonymous_values(rows, JOB_PARAMS)
+    )
+}
+
+/// `(?, ..), (..)`: `rows` tuples of `width` anonymous parameters, bound in order. SQLite
+/// only: binding a *numbered* parameter makes the driver look its name up in a list that
+/// SQLite scans, which is quadratic in the number of parameters.
+fn anonymous_values(rows: usize, width: usize) -> String {
+    let tuple = format!("({})", vec!["?"; width].join(", "));
+    vec![tuple; rows].join(", ")
+}
+
+/// Split `len` rows into statements of at most `max` rows, each a power of two: a handful of
+/// distinct statements stay prepared in the connection's cache whatever the batch sizes.
+fn chunks(len: usize, max: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let left = len - start;
+        if left == 0 {
+            return None;
+        }
+        let size = if left >= max { max } else { 1 << left.ilog2() };
+        let range = start..start + size;
+        start += size;
+        Some(range)
+    })
 }
 
 /// A new job's row, its payload encoded as `$payload`.
@@ -127,29 +164,18 @@ macro_rules! bind_job {
 }
 pub(crate) use bind_job;
 
-/// `UPDATE` recording one outcome: `$1` id, `$2` worker, `$3` time, `$4` result or error,
-/// `$5` retry time (retries only). Conditional on the worker still holding the job.
-const SUCCEEDED_SQL: &str = "UPDATE jobs SET status = 'succeeded', result = $4, \
-    lease_until = NULL, finished_at = $3, updated_at = $3 \
+/// `UPDATE` recording a retry: `$1` id, `$2` worker, `$3` time, `$4` error, `$5` retry time.
+/// Conditional on the worker still holding the job (as are the others).
+const RETRY_SQL: &str = "UPDATE jobs SET \
+    status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+    finished_at = CASE WHEN attempts >= max_attempts THEN $3 ELSE NULL END, \
+    last_error = $4, run_at = $5, lease_until = NULL, updated_at = $3 \
     WHERE id = $1 AND worker = $2 AND status = 'running'";
 
-fn outcome_sql(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Succeeded(_) => SUCCEEDED_SQL,
-        Outcome::Retry { .. } => {
-            "UPDATE jobs SET \
-             status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
-             finished_at = CASE WHEN attempts >= max_attempts THEN $3 ELSE NULL END, \
-             last_error = $4, run_at = $5, lease_until = NULL, updated_at = $3 \
-             WHERE id = $1 AND worker = $2 AND status = 'running'"
-        }
-        Outcome::Failed(_) => {
-            "UPDATE jobs SET status = 'failed', last_error = $4, lease_until = NULL, \
-             finished_at = $3, updated_at = $3 \
-             WHERE id = $1 AND worker = $2 AND status = 'running'"
-        }
-    }
-}
+/// `UPDATE` recording a permanent failure: `$1` id, `$2` worker, `$3` time, `$4` error.
+const FAILED_SQL: &str = "UPDATE jobs SET status = 'failed', last_error = $4, \
+    lease_until = NULL, finished_at = $3, updated_at = $3 \
+    WHERE id = $1 AND worker = $2 AND status = 'running'";
 
 /// Recording many successes at once, the way each engine does it fastest.
 trait RecordSuccesses {
@@ -192,7 +218,7 @@ impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Postgres> {
 }
 
 impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Sqlite> {
-    /// A statement each: they run in-process, without a round trip.
+    /// Up to 64 per statement (each statement is a hand-off to the connection's thread).
     async fn record_successes(
         &mut self,
         worker: &str,
@@ -200,12 +226,19 @@ impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Sqlite> {
         now: Timestamp,
     ) -> StoreResult<u64> {
         let mut held = 0;
-        for (id, result) in done {
-            held += sqlx::query(SUCCEEDED_SQL)
-                .bind(id)
-                .bind(worker)
-                .bind(now)
-                .bind(result)
+        for range in chunks(done.len(), 64) {
+            let sql = format!(
+                "UPDATE jobs SET status = 'succeeded', result = v.column2, lease_until = NULL, \
+                 finished_at = ?, updated_at = ? FROM (VALUES {}) AS v \
+                 WHERE jobs.id = v.column1 AND jobs.worker = ? AND jobs.status = 'running'",
+                anonymous_values(range.len(), 2)
+            );
+            let mut q = sqlx::query(&sql).bind(now).bind(now);
+            for (id, result) in &done[range] {
+                q = q.bind(id).bind(result);
+            }
+            let q = q.bind(worker);
+            held += q
                 .execute(&mut **self)
                 .await
                 .map_err(db_err)?
@@ -235,29 +268,17 @@ impl SqlStore {
         now: Timestamp,
         claim: Option<(u32, Timestamp)>,
     ) -> StoreResult<(u64, Vec<Job>)> {
-        let encoded = outcomes
-            .iter()
-            .map(|(id, o)| {
-                let (text, at) = match o {
-                    Outcome::Succeeded(v) => (to_json(v)?, None),
-                    Outcome::Retry { error, at } => (error.clone(), Some(*at)),
-                    Outcome::Failed(e) => (e.clone(), None),
-                };
-                Ok((*id, outcome_sql(o), text, at))
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let (successes, others): (Vec<_>, Vec<_>) =
-            encoded.into_iter().partition(|(_, _, _, at)| at.is_none());
-        // Successes and permanent failures share the shape (id, text); only the former are
-        // batched: failures are rare.
-        let (successes, failures): (Vec<_>, Vec<_>) = successes
-            .into_iter()
-            .partition(|(_, sql, _, _)| std::ptr::eq(*sql, SUCCEEDED_SQL));
-        let successes: Vec<(Uuid, String)> = successes
-            .into_iter()
-            .map(|(id, _, text, _)| (id.as_uuid(), text))
-            .collect();
-        let others: Vec<_> = others.into_iter().chain(failures).collect();
+        // Successes are recorded together (see `RecordSuccesses`); retries and failures,
+        // which are rare, a statement each.
+        let mut successes: Vec<(Uuid, String)> = Vec::with_capacity(outcomes.len());
+        let mut others = Vec::new();
+        for (id, o) in outcomes {
+            match o {
+                Outcome::Succeeded(v) => successes.push((id.as_uuid(), to_json(v)?)),
+                Outcome::Retry { error, at } => others.push((*id, RETRY_SQL, error, Some(*at))),
+                Outcome::Failed(e) => others.push((*id, FAILED_SQL, e, None)),
+            }
+        }
         let claim_sql = format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = $1, \
              lease_until = $3, updated_at = $2 \
@@ -357,7 +378,6 @@ impl JobStore for SqlStore {
                 to_json(&j.payload).map(|p| (j, p))
             })
             .collect::<StoreResult<Vec<_>>>()?;
-        let sql = job_insert_sql();
         match &self.pool {
             // One statement for the lot: a round trip per row would dominate.
             Pool::Postgres(p) => {
@@ -414,12 +434,14 @@ impl JobStore for SqlStore {
                 let _writer = self.writer.lock().await;
                 let mut tx = write.begin().await.map_err(db_err)?;
                 let mut new = 0;
-                for (job, payload) in &rows {
-                    new += bind_job!(sqlx::query(&sql), job, payload)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?
-                        .rows_affected();
+                // Up to 64 rows per statement (each is a hand-off to the connection's thread).
+                for range in chunks(rows.len(), 64) {
+                    let sql = sqlite_jobs_insert_sql(range.len());
+                    let mut q = sqlx::query(&sql);
+                    for (job, payload) in &rows[range] {
+                        q = bind_job!(q, job, *payload);
+                    }
+                    new += q.execute(&mut *tx).await.map_err(db_err)?.rows_affected();
                 }
                 tx.commit().await.map_err(db_err)?;
                 Ok(new)
@@ -766,5 +788,41 @@ impl JobStore for SqlStore {
             tx.commit().await.map_err(db_err)?;
             Ok(sent)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_up_to_the_maximum_and_cover_every_row() {
+        let sizes = |len| chunks(len, 64).map(|r| r.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(7), vec![4, 2, 1]);
+        assert_eq!(sizes(64), vec![64]);
+        assert_eq!(sizes(200), vec![64, 64, 64, 8]);
+        for len in 0..300 {
+            let ranges: Vec<_> = chunks(len, 64).collect();
+            let mut next = 0;
+            for r in &ranges {
+                assert_eq!(r.start, next);
+                assert!(r.len().is_power_of_two() && r.len() <= 64);
+                next = r.end;
+            }
+            assert_eq!(next, len);
+        }
+    }
+
+    #[test]
+    fn values_are_anonymous_parameters_row_after_row() {
+        assert_eq!(anonymous_values(2, 2), "(?, ?), (?, ?)");
+        assert_eq!(anonymous_values(1, 3), "(?, ?, ?)");
+        assert!(job_insert_sql().contains(&format!("${JOB_PARAMS})")));
+        assert_eq!(
+            sqlite_jobs_insert_sql(2).matches('?').count(),
+            2 * JOB_PARAMS
+        );
     }
 }
