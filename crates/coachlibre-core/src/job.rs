@@ -234,10 +234,21 @@ impl Job {
     }
 }
 
+/// A write that belongs with a job's success: the store makes it in the transaction that
+/// records the success, and only if the worker still held the job. A crash before that commit
+/// loses both (the job runs again), never one of them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A workflow run's final state, as `WorkflowStore::update_run` writes it.
+    UpdateRun(Box<crate::workflow::WorkflowRun>),
+}
+
 /// How a worker's attempt ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Succeeded(serde_json::Value),
+    /// Succeeded, and `Effect` is written with the success.
+    SucceededWith(serde_json::Value, Effect),
     /// Try again at this time (the store dead-letters instead when no attempt is left).
     Retry {
         error: String,

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use coachlibre_core::accounts::By;
 use coachlibre_core::ids::{JobId, ScheduleId, TenantId};
-use coachlibre_core::job::{Job, JobFilter, JobStatus, NewJob, Progress, Schedule};
+use coachlibre_core::job::{Effect, Job, JobFilter, JobStatus, NewJob, Progress, Schedule};
 use coachlibre_core::page::{Page, PageRequest};
 use coachlibre_core::store::Store;
 use coachlibre_core::{Error, Result};
@@ -50,6 +50,8 @@ pub struct JobContext {
     job: JobId,
     tenant: TenantId,
     events: broadcast::Sender<JobEvent>,
+    /// Set by [`JobContext::on_success`].
+    effect: Arc<std::sync::Mutex<Option<Effect>>>,
 }
 
 impl std::fmt::Debug for JobContext {
@@ -61,6 +63,16 @@ impl std::fmt::Debug for JobContext {
 }
 
 impl JobContext {
+    /// Write `effect` in the transaction that records this attempt's success, instead of
+    /// committing it separately: one commit fewer, and the job and the write land together.
+    /// Nothing is written if the attempt does not succeed. A later call replaces it.
+    pub fn on_success(&self, effect: Effect) {
+        *self
+            .effect
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(effect);
+    }
+
     /// Report progress: stored with the job and streamed to whoever watches it.
     pub async fn progress(&self, done: u64, total: Option<u64>, message: impl Into<String>) {
         let progress = Progress {

@@ -206,7 +206,7 @@ impl Worker {
     fn announce(&self, finished: impl Iterator<Item = Finished>) {
         for f in finished {
             let status = match f.outcome {
-                Outcome::Succeeded(_) => JobStatus::Succeeded,
+                Outcome::Succeeded(_) | Outcome::SucceededWith(..) => JobStatus::Succeeded,
                 Outcome::Retry { .. } => JobStatus::Queued,
                 Outcome::Failed(_) => JobStatus::Failed,
             };
@@ -308,12 +308,14 @@ async fn attempt(
             job.kind
         )),
         Some(handler) => {
+            let effect = Arc::new(std::sync::Mutex::new(None));
             let ctx = JobContext {
                 store: jobs.store().clone(),
                 worker,
                 job: job.id,
                 tenant: job.tenant_id,
                 events: jobs.events().clone(),
+                effect: effect.clone(),
             };
             let timeout = handler.timeout();
             // A panicking handler must not take the worker down: run it in its own task.
@@ -326,7 +328,14 @@ async fn attempt(
                 coachlibre_core::now() + chrono::Duration::from_std(wait).unwrap_or_default()
             };
             match result {
-                Ok(Ok(Ok(value))) => Outcome::Succeeded(value),
+                Ok(Ok(Ok(value))) => match effect
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take()
+                {
+                    Some(effect) => Outcome::SucceededWith(value, effect),
+                    None => Outcome::Succeeded(value),
+                },
                 Ok(Ok(Err(JobError::Permanent(e)))) => Outcome::Failed(e),
                 Ok(Ok(Err(JobError::Retry(e)))) => Outcome::Retry {
                     error: e,

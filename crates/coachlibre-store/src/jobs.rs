@@ -10,7 +10,9 @@ use coachlibre_core::Timestamp;
 use coachlibre_core::conversation::Message;
 use coachlibre_core::goal::Reminder;
 use coachlibre_core::ids::{JobId, ReminderId, ScheduleId, TenantId};
-use coachlibre_core::job::{Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
+use coachlibre_core::job::{
+    Effect, Job, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule,
+};
 use coachlibre_core::page::PageRequest;
 use coachlibre_core::store::{JobStore, StoreResult};
 use uuid::Uuid;
@@ -19,6 +21,7 @@ use crate::coaching::{
     bind_message, from_json, message_insert_sql, parse_enum, reminder_row, to_json,
 };
 use crate::rows::{col, fetch_opt, fetch_vec};
+use crate::work::{RUN_UPDATE_SQL, bind_run_update};
 use crate::{Pool, SqlStore, db_err, on_pool, on_pool_write};
 
 const JOB_COLS: &str = "id, tenant_id, created_by, kind, payload, priority, status, run_at, \
@@ -164,6 +167,11 @@ macro_rules! bind_job {
 }
 pub(crate) use bind_job;
 
+/// `UPDATE` recording a success: `$1` id, `$2` worker, `$3` time, `$4` result.
+const SUCCEEDED_SQL: &str = "UPDATE jobs SET status = 'succeeded', result = $4, \
+    lease_until = NULL, finished_at = $3, updated_at = $3 \
+    WHERE id = $1 AND worker = $2 AND status = 'running'";
+
 /// `UPDATE` recording a retry: `$1` id, `$2` worker, `$3` time, `$4` error, `$5` retry time.
 /// Conditional on the worker still holding the job (as are the others).
 const RETRY_SQL: &str = "UPDATE jobs SET \
@@ -269,12 +277,17 @@ impl SqlStore {
         claim: Option<(u32, Timestamp)>,
     ) -> StoreResult<(u64, Vec<Job>)> {
         // Successes are recorded together (see `RecordSuccesses`); retries and failures,
-        // which are rare, a statement each.
+        // which are rare, a statement each; a success with an effect, a statement each, whose
+        // count says whether the effect is to be written.
         let mut successes: Vec<(Uuid, String)> = Vec::with_capacity(outcomes.len());
         let mut others = Vec::new();
+        let mut effects = Vec::new();
         for (id, o) in outcomes {
             match o {
                 Outcome::Succeeded(v) => successes.push((id.as_uuid(), to_json(v)?)),
+                Outcome::SucceededWith(v, Effect::UpdateRun(run)) => {
+                    effects.push((id.as_uuid(), to_json(v)?, run, to_json(&run.steps)?));
+                }
                 Outcome::Retry { error, at } => others.push((*id, RETRY_SQL, error, Some(*at))),
                 Outcome::Failed(e) => others.push((*id, FAILED_SQL, e, None)),
             }
@@ -301,7 +314,7 @@ impl SqlStore {
             };
         }
         on_pool_write!(self, p => {
-            if successes.is_empty() && others.is_empty() {
+            if successes.is_empty() && others.is_empty() && effects.is_empty() {
                 // A lone statement is its own transaction.
                 return match claim {
                     Some((limit, until)) => Ok((0, claim_on!(p, limit, until))),
@@ -326,6 +339,24 @@ impl SqlStore {
                     .await
                     .map_err(db_err)?
                     .rows_affected();
+            }
+            for (id, result, run, steps) in &effects {
+                let recorded = sqlx::query(SUCCEEDED_SQL)
+                    .bind(id)
+                    .bind(worker)
+                    .bind(now)
+                    .bind(result)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+                if recorded == 1 {
+                    bind_run_update!(sqlx::query(RUN_UPDATE_SQL), run, steps)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                held += recorded;
             }
             let claimed = match claim {
                 Some((limit, until)) => claim_on!(&mut *tx, limit, until),

@@ -251,6 +251,25 @@ fn run_insert_sql() -> String {
 }
 
 /// A run's row, its JSON fields encoded as `$def`, `$input`, `$steps`.
+/// What [`WorkflowStore::update_run`] writes; bind with [`bind_run_update!`].
+pub(crate) const RUN_UPDATE_SQL: &str = "UPDATE workflow_runs SET status = $3, steps = $4, \
+    error = $5, job_id = $6, updated_at = $7, finished_at = $8 WHERE tenant_id = $1 AND id = $2";
+
+/// A run's changing state, its steps encoded as `$steps`.
+macro_rules! bind_run_update {
+    ($q:expr, $r:expr, $steps:expr) => {
+        $q.bind($r.tenant_id.as_uuid())
+            .bind($r.id.as_uuid())
+            .bind($r.status.as_str())
+            .bind(&$steps)
+            .bind($r.error.as_deref())
+            .bind($r.job_id.map(|j| j.as_uuid()))
+            .bind($r.updated_at)
+            .bind($r.finished_at)
+    };
+}
+pub(crate) use bind_run_update;
+
 macro_rules! bind_run {
     ($q:expr, $r:expr, $def:expr, $input:expr, $steps:expr) => {
         $q.bind($r.id.as_uuid())
@@ -362,21 +381,10 @@ impl WorkflowStore for SqlStore {
     async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()> {
         let steps = to_json(&r.steps)?;
         on_pool_write!(self, p => {
-            let done = sqlx::query(
-                "UPDATE workflow_runs SET status = $3, steps = $4, error = $5, job_id = $6, \
-                 updated_at = $7, finished_at = $8 WHERE tenant_id = $1 AND id = $2",
-            )
-            .bind(r.tenant_id.as_uuid())
-            .bind(r.id.as_uuid())
-            .bind(r.status.as_str())
-            .bind(&steps)
-            .bind(r.error.as_deref())
-            .bind(r.job_id.map(|j| j.as_uuid()))
-            .bind(r.updated_at)
-            .bind(r.finished_at)
-            .execute(p)
-            .await
-            .map_err(db_err)?;
+            let done = bind_run_update!(sqlx::query(RUN_UPDATE_SQL), r, steps)
+                .execute(p)
+                .await
+                .map_err(db_err)?;
             crate::one_row(done.rows_affected())
         })
     }

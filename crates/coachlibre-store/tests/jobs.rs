@@ -8,12 +8,13 @@ use coachlibre_core::agent::{Agent, AgentInput};
 use coachlibre_core::conversation::{Channel, Conversation, Message};
 use coachlibre_core::goal::{Reminder, ReminderStatus};
 use coachlibre_core::ids::ScheduleId;
-use coachlibre_core::job::{JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
+use coachlibre_core::job::{Effect, JobFilter, JobStatus, NewJob, Outcome, Progress, Schedule};
 use coachlibre_core::model::ChatRole;
 use coachlibre_core::page::PageRequest;
-use coachlibre_core::store::StoreError;
 use coachlibre_core::store::prelude::*;
+use coachlibre_core::store::{StoreError, WorkflowStore};
 use coachlibre_core::user::Role;
+use coachlibre_core::workflow::{RunStatus, WorkflowRun};
 use serde_json::json;
 
 mod common;
@@ -624,6 +625,110 @@ async fn a_delivered_reminder_enqueues_its_text_in_the_same_transaction() {
             .await
             .unwrap();
         assert_eq!(jobs.len(), 1, "{backend}");
+    })
+    .await;
+}
+
+fn pending_run(tenant: coachlibre_core::ids::TenantId) -> WorkflowRun {
+    let now = coachlibre_core::now();
+    WorkflowRun {
+        id: coachlibre_core::ids::WorkflowRunId::generate(),
+        tenant_id: tenant,
+        workflow: "w".into(),
+        version: 1,
+        definition: json!({"steps": []}),
+        status: RunStatus::Pending,
+        trigger: "test".into(),
+        input: json!({}),
+        steps: Default::default(),
+        error: None,
+        job_id: Some(coachlibre_core::ids::JobId::generate()),
+        created_by: None,
+        created_at: now,
+        updated_at: now,
+        finished_at: None,
+    }
+}
+
+#[tokio::test]
+async fn a_success_writes_its_effect_only_while_the_worker_holds_the_job() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-effect");
+        store.insert_tenant(&t).await.unwrap();
+        let mut runs = Vec::new();
+        for _ in 0..2 {
+            let run = pending_run(t.id);
+            let mut job = NewJob::new(t.id, "workflow.run", json!({}));
+            job.id = run.job_id;
+            store.insert_run_with_job(&run, &job).await.unwrap();
+            runs.push(run);
+        }
+        let (now, until) = lease(30);
+        assert_eq!(store.claim_jobs("w", 2, now, until).await.unwrap().len(), 2);
+        let finish = |run: &WorkflowRun| {
+            let mut done = run.clone();
+            done.status = RunStatus::Succeeded;
+            done.finished_at = Some(now);
+            let job = done.job_id.unwrap();
+            (
+                job,
+                Outcome::SucceededWith(json!({"ok": true}), Effect::UpdateRun(Box::new(done))),
+            )
+        };
+        // The second run's job was cancelled meanwhile: its success and its effect are
+        // dropped together.
+        store
+            .cancel_job(t.id, runs[1].job_id.unwrap())
+            .await
+            .unwrap();
+        let outcomes = vec![finish(&runs[0]), finish(&runs[1])];
+        assert_eq!(
+            store.finish_jobs("other", &outcomes, now).await.unwrap(),
+            0,
+            "{backend}"
+        );
+        let untouched = store.get_run(t.id, runs[0].id).await.unwrap().unwrap();
+        assert_eq!(untouched.status, RunStatus::Pending, "{backend}");
+        assert_eq!(store.finish_jobs("w", &outcomes, now).await.unwrap(), 1);
+        let done = store.get_run(t.id, runs[0].id).await.unwrap().unwrap();
+        assert_eq!(done.status, RunStatus::Succeeded, "{backend}");
+        assert!(done.finished_at.is_some());
+        let job = store
+            .get_job(t.id, runs[0].job_id.unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.status, JobStatus::Succeeded);
+        assert_eq!(job.result, Some(json!({"ok": true})));
+        let dropped = store.get_run(t.id, runs[1].id).await.unwrap().unwrap();
+        assert_eq!(dropped.status, RunStatus::Pending, "{backend}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn batches_larger_than_a_statement_are_enqueued_and_finished_whole() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-batch");
+        store.insert_tenant(&t).await.unwrap();
+        // 150 rows: two full statements of 64 and a remainder, with keys repeating across them.
+        let batch: Vec<NewJob> = (0..150)
+            .map(|i| NewJob::new(t.id, "k", json!(i)).key(format!("k{}", i % 140)))
+            .collect();
+        assert_eq!(store.enqueue_many(&batch).await.unwrap(), 140, "{backend}");
+        let (now, until) = lease(30);
+        let jobs = store.claim_jobs("w", 200, now, until).await.unwrap();
+        assert_eq!(jobs.len(), 140);
+        let outcomes: Vec<_> = jobs
+            .iter()
+            .map(|j| (j.id, Outcome::Succeeded(json!({"n": j.payload.clone()}))))
+            .collect();
+        assert_eq!(store.finish_jobs("w", &outcomes, now).await.unwrap(), 140);
+        for j in &jobs {
+            let done = store.get_job(t.id, j.id).await.unwrap().unwrap();
+            assert_eq!(done.status, JobStatus::Succeeded, "{backend}");
+            assert_eq!(done.result, Some(json!({"n": j.payload.clone()})));
+        }
     })
     .await;
 }

@@ -17,7 +17,7 @@ use coachlibre_core::agent::Agent;
 use coachlibre_core::conversation::{Channel, Conversation};
 use coachlibre_core::event::{Event, EventSink};
 use coachlibre_core::ids::{AgentId, TenantId, UserId, WorkflowId, WorkflowRunId};
-use coachlibre_core::job::{Job, NewJob};
+use coachlibre_core::job::{Effect, Job, NewJob};
 use coachlibre_core::page::{Page, PageRequest};
 use coachlibre_core::store::{Store, StoreError};
 use coachlibre_core::user::Role;
@@ -959,9 +959,11 @@ impl RunWorkflow {
         });
         run.finished_at = Some(coachlibre_core::now());
         run.updated_at = coachlibre_core::now();
-        store.update_run(&run).await.map_err(retry)?;
-        // The job succeeded in running the workflow, whatever the steps did.
-        Ok(serde_json::json!({"run_id": run.id, "status": run.status}))
+        // The job succeeded in running the workflow, whatever the steps did. The run's final
+        // state is written with the job's success, in the worker's transaction.
+        let result = serde_json::json!({"run_id": run.id, "status": run.status});
+        ctx.on_success(Effect::UpdateRun(Box::new(run)));
+        Ok(result)
     }
 }
 
