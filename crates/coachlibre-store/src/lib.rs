@@ -11,6 +11,7 @@
 //! of the process or the machine), foreign keys on and a busy timeout.
 
 mod coaching;
+mod group;
 mod jobs;
 mod knowledge;
 mod migrate;
@@ -111,6 +112,8 @@ pub struct SqlStore {
     pub(crate) pool: Pool,
     /// Taken by every write on SQLite (see [`on_pool_write!`]).
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Workflow runs being started, on SQLite (see [`group`]).
+    pub(crate) run_starts: std::sync::Arc<group::Group<work::RunStart>>,
 }
 
 /// Move the SQLite write-ahead log into the database file every second, without blocking
@@ -234,6 +237,7 @@ impl SqlStore {
         Ok(Self {
             pool,
             writer: std::sync::Arc::default(),
+            run_starts: std::sync::Arc::default(),
         })
     }
 

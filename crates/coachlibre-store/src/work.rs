@@ -11,9 +11,11 @@ use coachlibre_core::workflow::{RunStatus, StoredWorkflow, WorkflowRun};
 use uuid::Uuid;
 
 use crate::coaching::{from_json, parse_enum, to_json};
+use crate::group::GroupWrite;
 use crate::jobs::{attempts_col, attempts_of, bind_job, job_insert_sql};
 use crate::rows::{col, fetch_opt, fetch_vec};
-use crate::{SqlStore, db_err, on_pool, on_pool_write};
+use crate::{Pool, SqlStore, db_err, on_pool, on_pool_write};
+use sqlx::SqliteConnection;
 
 const SKILL_COLS: &str = "id, tenant_id, name, definition, created_by, created_at, updated_at";
 
@@ -250,7 +252,6 @@ fn run_insert_sql() -> String {
     )
 }
 
-/// A run's row, its JSON fields encoded as `$def`, `$input`, `$steps`.
 /// What [`WorkflowStore::update_run`] writes; bind with [`bind_run_update!`].
 pub(crate) const RUN_UPDATE_SQL: &str = "UPDATE workflow_runs SET status = $3, steps = $4, \
     error = $5, job_id = $6, updated_at = $7, finished_at = $8 WHERE tenant_id = $1 AND id = $2";
@@ -270,6 +271,7 @@ macro_rules! bind_run_update {
 }
 pub(crate) use bind_run_update;
 
+/// A run's row, its JSON fields encoded as `$def`, `$input`, `$steps`.
 macro_rules! bind_run {
     ($q:expr, $r:expr, $def:expr, $input:expr, $steps:expr) => {
         $q.bind($r.id.as_uuid())
@@ -288,6 +290,54 @@ macro_rules! bind_run {
             .bind($r.updated_at)
             .bind($r.finished_at)
     };
+}
+
+/// A run and the job that executes it, encoded, to be inserted in one transaction.
+pub(crate) struct RunStart {
+    run: WorkflowRun,
+    job: Job,
+    def: String,
+    input: String,
+    steps: String,
+    payload: String,
+}
+
+impl RunStart {
+    fn new(run: &WorkflowRun, new: &NewJob) -> StoreResult<Self> {
+        let job = Job::from_new(new);
+        Ok(Self {
+            def: to_json(&run.definition)?,
+            input: to_json(&run.input)?,
+            steps: to_json(&run.steps)?,
+            payload: to_json(&job.payload)?,
+            run: run.clone(),
+            job,
+        })
+    }
+}
+
+/// Insert a [`RunStart`]'s two rows on the executor `$conn` (a transaction).
+macro_rules! insert_run_start {
+    ($conn:expr, $s:expr) => {{
+        let s = &$s;
+        let (run_sql, job_sql) = (run_insert_sql(), job_insert_sql());
+        bind_run!(sqlx::query(&run_sql), s.run, s.def, s.input, s.steps)
+            .execute($conn)
+            .await
+            .map_err(db_err)?;
+        bind_job!(sqlx::query(&job_sql), s.job, s.payload)
+            .execute($conn)
+            .await
+            .map_err(db_err)?;
+    }};
+}
+
+#[async_trait]
+impl GroupWrite for RunStart {
+    async fn write(&self, conn: &mut SqliteConnection) -> StoreResult<()> {
+        insert_run_start!(&mut *conn, self);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -355,27 +405,16 @@ impl WorkflowStore for SqlStore {
     }
 
     async fn insert_run_with_job(&self, r: &WorkflowRun, new: &NewJob) -> StoreResult<()> {
-        let (def, input, steps) = (
-            to_json(&r.definition)?,
-            to_json(&r.input)?,
-            to_json(&r.steps)?,
-        );
-        let job = Job::from_new(new);
-        let payload = to_json(&job.payload)?;
-        let (run_sql, job_sql) = (run_insert_sql(), job_insert_sql());
-        on_pool_write!(self, p => {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            bind_run!(sqlx::query(&run_sql), r, def, input, steps)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            bind_job!(sqlx::query(&job_sql), job, payload)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)?;
-        });
-        Ok(())
+        let start = RunStart::new(r, new)?;
+        match &self.pool {
+            // Runs started at the same time share a commit.
+            Pool::Sqlite { write, .. } => self.run_starts.commit(&self.writer, write, start).await,
+            Pool::Postgres(p) => {
+                let mut tx = p.begin().await.map_err(db_err)?;
+                insert_run_start!(&mut *tx, start);
+                tx.commit().await.map_err(db_err)
+            }
+        }
     }
 
     async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()> {

@@ -732,3 +732,52 @@ async fn batches_larger_than_a_statement_are_enqueued_and_finished_whole() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn runs_started_at_once_all_land_and_a_bad_one_fails_alone() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-group");
+        store.insert_tenant(&t).await.unwrap();
+        let runs: Vec<WorkflowRun> = (0..40).map(|_| pending_run(t.id)).collect();
+        // A second run with the first one's id: whichever of the two comes second fails,
+        // and only it.
+        let mut twin = pending_run(t.id);
+        twin.id = runs[0].id;
+        let mut starts = tokio::task::JoinSet::new();
+        for run in runs.iter().cloned().chain([twin.clone()]) {
+            let store = store.clone();
+            starts.spawn(async move {
+                let mut job = NewJob::new(run.tenant_id, "workflow.run", json!({}));
+                job.id = run.job_id;
+                (run.job_id, store.insert_run_with_job(&run, &job).await)
+            });
+        }
+        let mut failed = Vec::new();
+        while let Some(done) = starts.join_next().await {
+            let (job, result) = done.unwrap();
+            match result {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => failed.push(job),
+                Err(e) => panic!("{backend}: {e}"),
+            }
+        }
+        assert_eq!(failed.len(), 1, "{backend}");
+        let failed = failed[0].unwrap();
+        assert!(
+            failed == twin.job_id.unwrap() || failed == runs[0].job_id.unwrap(),
+            "{backend}"
+        );
+        assert_eq!(
+            store.get_job(t.id, failed).await.unwrap(),
+            None,
+            "{backend}: the failed start left no job"
+        );
+        for run in &runs[1..] {
+            assert!(store.get_run(t.id, run.id).await.unwrap().is_some());
+            let job = run.job_id.unwrap();
+            assert!(store.get_job(t.id, job).await.unwrap().is_some(), "{backend}");
+        }
+        assert!(store.get_run(t.id, runs[0].id).await.unwrap().is_some());
+    })
+    .await;
+}

@@ -116,6 +116,37 @@ async fn main() -> anyhow::Result<()> {
         3.0 * n as f64 / secs
     );
 
+    // Runs started by many clients at once, as webhooks and API calls arrive on a server.
+    let clients = std::env::var("CLIENTS")
+        .ok()
+        .map(|c| c.parse())
+        .transpose()?
+        .unwrap_or(16usize);
+    let t = Instant::now();
+    let mut starters = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (workflows, admin) = (workflows.clone(), admin.clone());
+        starters.spawn(async move {
+            for i in (c..n).step_by(clients) {
+                workflows
+                    .start(By::Actor(&admin), "three", json!({"n": i}), "bench")
+                    .await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = starters.join_next().await {
+        done??;
+    }
+    finished(&mut events, n).await;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{engine}: {n} runs of a 3-step workflow, started by {clients} clients at once, done in \
+         {secs:.2} s: {:.0} runs/s ({:.0} steps/s)",
+        n as f64 / secs,
+        3.0 * n as f64 / secs
+    );
+
     // One run at a time on an idle queue: what a run costs end to end.
     let mut lat = Vec::new();
     for i in 0..200 {
