@@ -21,7 +21,7 @@ use crate::coaching::{
     bind_message, from_json, message_insert_sql, parse_enum, reminder_row, to_json,
 };
 use crate::rows::{col, fetch_opt, fetch_vec};
-use crate::work::{RUN_UPDATE_SQL, bind_run_update};
+use crate::work::UpdateRuns;
 use crate::{Pool, SqlStore, db_err, on_pool, on_pool_write};
 
 const JOB_COLS: &str = "id, tenant_id, created_by, kind, payload, priority, status, run_at, \
@@ -120,14 +120,14 @@ fn sqlite_jobs_insert_sql(rows: usize) -> String {
 /// `(?, ..), (..)`: `rows` tuples of `width` anonymous parameters, bound in order. SQLite
 /// only: binding a *numbered* parameter makes the driver look its name up in a list that
 /// SQLite scans, which is quadratic in the number of parameters.
-fn anonymous_values(rows: usize, width: usize) -> String {
+pub(crate) fn anonymous_values(rows: usize, width: usize) -> String {
     let tuple = format!("({})", vec!["?"; width].join(", "));
     vec![tuple; rows].join(", ")
 }
 
 /// Split `len` rows into statements of at most `max` rows, each a power of two: a handful of
 /// distinct statements stay prepared in the connection's cache whatever the batch sizes.
-fn chunks(len: usize, max: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+pub(crate) fn chunks(len: usize, max: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
     let mut start = 0;
     std::iter::from_fn(move || {
         let left = len - start;
@@ -167,11 +167,6 @@ macro_rules! bind_job {
 }
 pub(crate) use bind_job;
 
-/// `UPDATE` recording a success: `$1` id, `$2` worker, `$3` time, `$4` result.
-const SUCCEEDED_SQL: &str = "UPDATE jobs SET status = 'succeeded', result = $4, \
-    lease_until = NULL, finished_at = $3, updated_at = $3 \
-    WHERE id = $1 AND worker = $2 AND status = 'running'";
-
 /// `UPDATE` recording a retry: `$1` id, `$2` worker, `$3` time, `$4` error, `$5` retry time.
 /// Conditional on the worker still holding the job (as are the others).
 const RETRY_SQL: &str = "UPDATE jobs SET \
@@ -187,13 +182,13 @@ const FAILED_SQL: &str = "UPDATE jobs SET status = 'failed', last_error = $4, \
 
 /// Recording many successes at once, the way each engine does it fastest.
 trait RecordSuccesses {
-    /// `(id, result JSON)` of jobs `worker` still holds; returns how many it held.
+    /// `(id, result JSON)` of jobs `worker` still holds; returns the ids it held.
     async fn record_successes(
         &mut self,
         worker: &str,
         done: &[(Uuid, String)],
         now: Timestamp,
-    ) -> StoreResult<u64>;
+    ) -> StoreResult<Vec<Uuid>>;
 }
 
 impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Postgres> {
@@ -203,25 +198,25 @@ impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Postgres> {
         worker: &str,
         done: &[(Uuid, String)],
         now: Timestamp,
-    ) -> StoreResult<u64> {
+    ) -> StoreResult<Vec<Uuid>> {
         if done.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let (ids, results): (Vec<Uuid>, Vec<String>) = done.iter().cloned().unzip();
-        Ok(sqlx::query(
+        sqlx::query_scalar(
             "UPDATE jobs SET status = 'succeeded', result = v.result, lease_until = NULL, \
              finished_at = $3, updated_at = $3 \
              FROM UNNEST($1::uuid[], $2::text[]) AS v(id, result) \
-             WHERE jobs.id = v.id AND jobs.worker = $4 AND jobs.status = 'running'",
+             WHERE jobs.id = v.id AND jobs.worker = $4 AND jobs.status = 'running' \
+             RETURNING jobs.id",
         )
         .bind(&ids)
         .bind(&results)
         .bind(now)
         .bind(worker)
-        .execute(&mut **self)
+        .fetch_all(&mut **self)
         .await
-        .map_err(db_err)?
-        .rows_affected())
+        .map_err(db_err)
     }
 }
 
@@ -232,25 +227,26 @@ impl RecordSuccesses for sqlx::Transaction<'_, sqlx::Sqlite> {
         worker: &str,
         done: &[(Uuid, String)],
         now: Timestamp,
-    ) -> StoreResult<u64> {
-        let mut held = 0;
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut held = Vec::with_capacity(done.len());
         for range in chunks(done.len(), 64) {
             let sql = format!(
                 "UPDATE jobs SET status = 'succeeded', result = v.column2, lease_until = NULL, \
                  finished_at = ?, updated_at = ? FROM (VALUES {}) AS v \
-                 WHERE jobs.id = v.column1 AND jobs.worker = ? AND jobs.status = 'running'",
+                 WHERE jobs.id = v.column1 AND jobs.worker = ? AND jobs.status = 'running' \
+                 RETURNING jobs.id",
                 anonymous_values(range.len(), 2)
             );
-            let mut q = sqlx::query(&sql).bind(now).bind(now);
+            let mut q = sqlx::query_scalar::<_, Uuid>(&sql).bind(now).bind(now);
             for (id, result) in &done[range] {
                 q = q.bind(id).bind(result);
             }
-            let q = q.bind(worker);
-            held += q
-                .execute(&mut **self)
-                .await
-                .map_err(db_err)?
-                .rows_affected();
+            held.extend(
+                q.bind(worker)
+                    .fetch_all(&mut **self)
+                    .await
+                    .map_err(db_err)?,
+            );
         }
         Ok(held)
     }
@@ -276,17 +272,18 @@ impl SqlStore {
         now: Timestamp,
         claim: Option<(u32, Timestamp)>,
     ) -> StoreResult<(u64, Vec<Job>)> {
-        // Successes are recorded together (see `RecordSuccesses`); retries and failures,
-        // which are rare, a statement each; a success with an effect, a statement each, whose
-        // count says whether the effect is to be written.
+        // Successes are recorded together (see `RecordSuccesses`), then the effects of those
+        // still held, together too (see `UpdateRuns`); retries and failures, which are rare,
+        // a statement each.
         let mut successes: Vec<(Uuid, String)> = Vec::with_capacity(outcomes.len());
         let mut others = Vec::new();
-        let mut effects = Vec::new();
+        let mut effects = std::collections::HashMap::new();
         for (id, o) in outcomes {
             match o {
                 Outcome::Succeeded(v) => successes.push((id.as_uuid(), to_json(v)?)),
                 Outcome::SucceededWith(v, Effect::UpdateRun(run)) => {
-                    effects.push((id.as_uuid(), to_json(v)?, run, to_json(&run.steps)?));
+                    successes.push((id.as_uuid(), to_json(v)?));
+                    effects.insert(id.as_uuid(), (run.as_ref(), to_json(&run.steps)?));
                 }
                 Outcome::Retry { error, at } => others.push((*id, RETRY_SQL, error, Some(*at))),
                 Outcome::Failed(e) => others.push((*id, FAILED_SQL, e, None)),
@@ -322,7 +319,12 @@ impl SqlStore {
                 };
             }
             let mut tx = p.begin().await.map_err(db_err)?;
-            let mut held = tx.record_successes(worker, &successes, now).await?;
+            let recorded = tx.record_successes(worker, &successes, now).await?;
+            let mut held = recorded.len() as u64;
+            if !effects.is_empty() {
+                let runs: Vec<_> = recorded.iter().filter_map(|id| effects.remove(id)).collect();
+                tx.update_runs(&runs).await?;
+            }
             for (id, sql, text, at) in &others {
                 let q = sqlx::query(sql)
                     .bind(id.as_uuid())
@@ -339,24 +341,6 @@ impl SqlStore {
                     .await
                     .map_err(db_err)?
                     .rows_affected();
-            }
-            for (id, result, run, steps) in &effects {
-                let recorded = sqlx::query(SUCCEEDED_SQL)
-                    .bind(id)
-                    .bind(worker)
-                    .bind(now)
-                    .bind(result)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected();
-                if recorded == 1 {
-                    bind_run_update!(sqlx::query(RUN_UPDATE_SQL), run, steps)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                }
-                held += recorded;
             }
             let claimed = match claim {
                 Some((limit, until)) => claim_on!(&mut *tx, limit, until),

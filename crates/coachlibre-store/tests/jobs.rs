@@ -656,7 +656,7 @@ async fn a_success_writes_its_effect_only_while_the_worker_holds_the_job() {
         let t = tenant("jobs-effect");
         store.insert_tenant(&t).await.unwrap();
         let mut runs = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let run = pending_run(t.id);
             let mut job = NewJob::new(t.id, "workflow.run", json!({}));
             job.id = run.job_id;
@@ -664,7 +664,7 @@ async fn a_success_writes_its_effect_only_while_the_worker_holds_the_job() {
             runs.push(run);
         }
         let (now, until) = lease(30);
-        assert_eq!(store.claim_jobs("w", 2, now, until).await.unwrap().len(), 2);
+        assert_eq!(store.claim_jobs("w", 3, now, until).await.unwrap().len(), 3);
         let finish = |run: &WorkflowRun| {
             let mut done = run.clone();
             done.status = RunStatus::Succeeded;
@@ -681,7 +681,18 @@ async fn a_success_writes_its_effect_only_while_the_worker_holds_the_job() {
             .cancel_job(t.id, runs[1].job_id.unwrap())
             .await
             .unwrap();
-        let outcomes = vec![finish(&runs[0]), finish(&runs[1])];
+        let mut failed = runs[2].clone();
+        failed.status = RunStatus::Failed;
+        failed.error = Some("failed steps: x".into());
+        failed.finished_at = Some(now);
+        let outcomes = vec![
+            finish(&runs[0]),
+            finish(&runs[1]),
+            (
+                runs[2].job_id.unwrap(),
+                Outcome::SucceededWith(json!(null), Effect::UpdateRun(Box::new(failed))),
+            ),
+        ];
         assert_eq!(
             store.finish_jobs("other", &outcomes, now).await.unwrap(),
             0,
@@ -689,10 +700,14 @@ async fn a_success_writes_its_effect_only_while_the_worker_holds_the_job() {
         );
         let untouched = store.get_run(t.id, runs[0].id).await.unwrap().unwrap();
         assert_eq!(untouched.status, RunStatus::Pending, "{backend}");
-        assert_eq!(store.finish_jobs("w", &outcomes, now).await.unwrap(), 1);
+        assert_eq!(store.finish_jobs("w", &outcomes, now).await.unwrap(), 2);
         let done = store.get_run(t.id, runs[0].id).await.unwrap().unwrap();
         assert_eq!(done.status, RunStatus::Succeeded, "{backend}");
         assert!(done.finished_at.is_some());
+        assert_eq!(done.error, None);
+        let failed = store.get_run(t.id, runs[2].id).await.unwrap().unwrap();
+        assert_eq!(failed.status, RunStatus::Failed, "{backend}");
+        assert_eq!(failed.error.as_deref(), Some("failed steps: x"));
         let job = store
             .get_job(t.id, runs[0].job_id.unwrap())
             .await
@@ -775,7 +790,10 @@ async fn runs_started_at_once_all_land_and_a_bad_one_fails_alone() {
         for run in &runs[1..] {
             assert!(store.get_run(t.id, run.id).await.unwrap().is_some());
             let job = run.job_id.unwrap();
-            assert!(store.get_job(t.id, job).await.unwrap().is_some(), "{backend}");
+            assert!(
+                store.get_job(t.id, job).await.unwrap().is_some(),
+                "{backend}"
+            );
         }
         assert!(store.get_run(t.id, runs[0].id).await.unwrap().is_some());
     })
