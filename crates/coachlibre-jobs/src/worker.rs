@@ -7,7 +7,7 @@
 //! came back missing (cancelled, or taken over after a stall). So a no-op job costs two shared
 //! commits, not four of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -364,6 +364,20 @@ async fn attempt(
 }
 
 /// Extend the leases of the jobs this worker holds; abort those it no longer holds.
+/// Remove from `running` the jobs that ran `before` a heartbeat but are not among those it
+/// says this worker still `held` (cancelled, or taken over after a lost lease), and return
+/// them. Jobs claimed since `before` are left alone, whatever `held` says.
+fn take_lost<V>(
+    running: &mut HashMap<JobId, V>,
+    before: &HashSet<JobId>,
+    held: &HashSet<JobId>,
+) -> Vec<(JobId, V)> {
+    before
+        .difference(held)
+        .filter_map(|id| running.remove(id).map(|v| (*id, v)))
+        .collect()
+}
+
 async fn heartbeats(
     jobs: Jobs,
     name: Arc<str>,
@@ -375,27 +389,48 @@ async fn heartbeats(
     tick.tick().await;
     loop {
         tick.tick().await;
-        if running.lock().await.is_empty() {
+        // What ran before the heartbeat's query: a job claimed while it is under way is not
+        // in its answer, and must not be taken for a cancelled one.
+        let before: HashSet<JobId> = running.lock().await.keys().copied().collect();
+        if before.is_empty() {
             continue;
         }
         let until = coachlibre_core::now() + chrono::Duration::from_std(lease).unwrap_or_default();
         match jobs.store().heartbeat(&name, until).await {
             Ok(held) => {
-                let held: std::collections::HashSet<JobId> = held.into_iter().collect();
+                let held: HashSet<JobId> = held.into_iter().collect();
                 let mut map = running.lock().await;
-                let lost: Vec<JobId> = map
-                    .keys()
-                    .filter(|id| !held.contains(id))
-                    .copied()
-                    .collect();
-                for id in lost {
-                    if let Some((_, task)) = map.remove(&id) {
-                        tracing::info!(job = %id, "job cancelled or taken over: stopping it");
-                        task.abort();
-                    }
+                for (id, (_, task)) in take_lost(&mut map, &before, &held) {
+                    tracing::info!(job = %id, "job cancelled or taken over: stopping it");
+                    task.abort();
                 }
             }
             Err(e) => tracing::warn!(error = %e, "job heartbeat failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_stops_only_jobs_it_could_have_seen() {
+        let (cancelled, running, claimed_since) =
+            (JobId::generate(), JobId::generate(), JobId::generate());
+        let mut map: HashMap<JobId, &str> = HashMap::from([
+            (cancelled, "cancelled"),
+            (running, "running"),
+            (claimed_since, "claimed while the heartbeat was under way"),
+        ]);
+        let before = HashSet::from([cancelled, running]);
+        let held = HashSet::from([running]);
+        let lost = take_lost(&mut map, &before, &held);
+        assert_eq!(lost, vec![(cancelled, "cancelled")]);
+        assert_eq!(map.len(), 2);
+        assert!(map.contains_key(&running) && map.contains_key(&claimed_since));
+        // A job that finished (and left the map) during the heartbeat is not stopped twice.
+        let mut map: HashMap<JobId, &str> = HashMap::from([(running, "running")]);
+        assert!(take_lost(&mut map, &before, &HashSet::new()).len() == 1);
     }
 }

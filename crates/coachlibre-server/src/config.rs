@@ -168,7 +168,7 @@ impl Default for JobsConfig {
     fn default() -> Self {
         Self {
             run_in_serve: true,
-            concurrency: 16,
+            concurrency: coachlibre_jobs::worker::WorkerConfig::default().concurrency,
             lease_secs: 30,
             poll_ms: 500,
             retry_base_secs: 5,
