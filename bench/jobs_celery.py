@@ -6,6 +6,7 @@ latency on this machine.
 Starts a Celery worker (prefork, one process per core, the default) on the local Redis
 (database 15, flushed first), then, like `queue_bench`:
 - enqueues JOBS no-op tasks one by one with `delay()` and times until the last one is done;
+- the same from 16 producer threads at once, each calling `delay()` one task at a time;
 - the same with the tasks sent in one `group` (Celery's batch);
 - latency: one task at a time, from `delay()` to the task having run (500 samples).
 "Done" is the task having run and recorded itself in Redis (INCR), the equivalent of the
@@ -16,6 +17,7 @@ no-op job's result is nothing.
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import redis
@@ -74,6 +76,20 @@ def main():
         wait_done(n)
         s = time.time() - t
         print(f"| Celery 5 + Redis | enqueued one by one, to done | {n} | {s:.2f} | {n / s:.0f} |")
+
+        r.set("done", 0)
+        producers = 16
+        t = time.time()
+        threads = [threading.Thread(target=lambda k=k: [noop.delay() for _ in range(k, n, producers)])
+                   for k in range(producers)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        wait_done(n)
+        s = time.time() - t
+        print(f"| Celery 5 + Redis | enqueued one by one by {producers} producers, to done | {n} "
+              f"| {s:.2f} | {n / s:.0f} |")
 
         r.set("done", 0)
         t = time.time()

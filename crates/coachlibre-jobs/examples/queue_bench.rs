@@ -9,6 +9,8 @@
 //! variable `CONCURRENCY` changes it) runs in this process on two runtime threads. Three measurements:
 //! - one producer enqueueing jobs one by one (each enqueue its own committed transaction, as
 //!   Celery's `delay()` is one message), timed from the first enqueue to the last job done;
+//! - the same with 16 producers at once, each enqueueing one job at a time (on SQLite, enqueues
+//!   made at the same time share a commit);
 //! - the same jobs enqueued in batches of 500 (one transaction each);
 //! - latency: one job at a time, from enqueue to its outcome being committed (500 samples).
 
@@ -29,6 +31,8 @@ use coachlibre_testkit::TempDir;
 use tokio::sync::broadcast;
 
 const KIND: &str = coachlibre_jobs::handlers::PROBE;
+/// Concurrent producers in the second measurement.
+const PRODUCERS: usize = 16;
 
 /// Wait until `n` jobs have finished, counting events (a lagging receiver counts the events
 /// it skipped: each is one finish).
@@ -115,6 +119,29 @@ async fn main() -> anyhow::Result<()> {
     let secs = start.elapsed().as_secs_f64();
     println!(
         "| {engine} | enqueued one by one, to done | {n} | {secs:.2} | {:.0} |",
+        n as f64 / secs
+    );
+
+    // Many producers at once, each enqueueing one job at a time, as API calls and webhooks
+    // arrive on a server.
+    let start = Instant::now();
+    let mut producers = tokio::task::JoinSet::new();
+    for p in 0..PRODUCERS {
+        let (jobs, tenant) = (jobs.clone(), tenant.id);
+        producers.spawn(async move {
+            for _ in (p..n).step_by(PRODUCERS) {
+                jobs.enqueue(job(tenant)).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(done) = producers.join_next().await {
+        done??;
+    }
+    finished(&mut events, n).await?;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "| {engine} | enqueued one by one by {PRODUCERS} producers, to done | {n} | {secs:.2} | {:.0} |",
         n as f64 / secs
     );
 

@@ -1,4 +1,5 @@
-//! Group commit on SQLite: writes of one kind made at the same time by several callers share
+//! Group commit on SQLite: writes of one kind (workflow starts, single jobs) made at the same
+//! time by several callers share
 //! a transaction, so they share its commit (the `fsync` of the log, which costs far more than
 //! the rows).
 //!
@@ -29,18 +30,20 @@ use crate::db_err;
 /// A write that can share a transaction with others.
 #[async_trait]
 pub(crate) trait GroupWrite: Send + Sync + 'static {
+    /// What the caller learns once the write is committed.
+    type Output: Send + 'static;
     /// Make the write on `conn`, inside a transaction the group opened.
-    async fn write(&self, conn: &mut SqliteConnection) -> StoreResult<()>;
+    async fn write(&self, conn: &mut SqliteConnection) -> StoreResult<Self::Output>;
 }
 
-type Waiting<T> = (T, oneshot::Sender<StoreResult<()>>);
+type Waiting<T> = (T, oneshot::Sender<StoreResult<<T as GroupWrite>::Output>>);
 
 /// Writes of type `T` waiting for a commit.
-pub(crate) struct Group<T> {
+pub(crate) struct Group<T: GroupWrite> {
     queue: Mutex<Vec<Waiting<T>>>,
 }
 
-impl<T> Default for Group<T> {
+impl<T: GroupWrite> Default for Group<T> {
     fn default() -> Self {
         Self {
             queue: Mutex::new(Vec::new()),
@@ -48,7 +51,7 @@ impl<T> Default for Group<T> {
     }
 }
 
-impl<T> std::fmt::Debug for Group<T> {
+impl<T: GroupWrite> std::fmt::Debug for Group<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Group").finish_non_exhaustive()
     }
@@ -62,7 +65,7 @@ impl<T: GroupWrite> Group<T> {
         writer: &Arc<tokio::sync::Mutex<()>>,
         pool: &SqlitePool,
         write: T,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<T::Output> {
         let (tx, mut rx) = oneshot::channel();
         self.lock().push((write, tx));
         let guard = tokio::select! {
@@ -102,9 +105,9 @@ fn interrupted() -> StoreError {
 async fn write_batch<T: GroupWrite>(pool: &SqlitePool, batch: Vec<Waiting<T>>) {
     if batch.len() > 1 {
         match together(pool, &batch).await {
-            Ok(()) => {
-                for (_, done) in batch {
-                    let _ = done.send(Ok(()));
+            Ok(outputs) => {
+                for ((_, done), output) in batch.into_iter().zip(outputs) {
+                    let _ = done.send(Ok(output));
                 }
                 return;
             }
@@ -119,18 +122,25 @@ async fn write_batch<T: GroupWrite>(pool: &SqlitePool, batch: Vec<Waiting<T>>) {
     }
 }
 
-async fn together<T: GroupWrite>(pool: &SqlitePool, batch: &[Waiting<T>]) -> StoreResult<()> {
+/// The outputs are only handed out once the transaction is committed.
+async fn together<T: GroupWrite>(
+    pool: &SqlitePool,
+    batch: &[Waiting<T>],
+) -> StoreResult<Vec<T::Output>> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
     let mut tx = conn.begin().await.map_err(db_err)?;
+    let mut outputs = Vec::with_capacity(batch.len());
     for (write, _) in batch {
-        write.write(&mut tx).await?;
+        outputs.push(write.write(&mut tx).await?);
     }
-    tx.commit().await.map_err(db_err)
+    tx.commit().await.map_err(db_err)?;
+    Ok(outputs)
 }
 
-async fn alone<T: GroupWrite>(pool: &SqlitePool, write: &T) -> StoreResult<()> {
+async fn alone<T: GroupWrite>(pool: &SqlitePool, write: &T) -> StoreResult<T::Output> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
     let mut tx = conn.begin().await.map_err(db_err)?;
-    write.write(&mut tx).await?;
-    tx.commit().await.map_err(db_err)
+    let output = write.write(&mut tx).await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(output)
 }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::coaching::{
     bind_message, from_json, message_insert_sql, parse_enum, reminder_row, to_json,
 };
+use crate::group::GroupWrite;
 use crate::rows::{col, fetch_opt, fetch_vec};
 use crate::work::UpdateRuns;
 use crate::{Pool, SqlStore, db_err, on_pool, on_pool_write};
@@ -179,6 +180,27 @@ const RETRY_SQL: &str = "UPDATE jobs SET \
 const FAILED_SQL: &str = "UPDATE jobs SET status = 'failed', last_error = $4, \
     lease_until = NULL, finished_at = $3, updated_at = $3 \
     WHERE id = $1 AND worker = $2 AND status = 'running'";
+
+/// A job to insert, its payload encoded; its output says whether it was inserted (not if a
+/// job of its tenant already has its idempotency key).
+pub(crate) struct JobInsert {
+    job: Job,
+    payload: String,
+}
+
+#[async_trait]
+impl GroupWrite for JobInsert {
+    type Output = bool;
+    async fn write(&self, conn: &mut sqlx::SqliteConnection) -> StoreResult<bool> {
+        let (job, payload) = (&self.job, &self.payload);
+        Ok(bind_job!(sqlx::query(&job_insert_sql()), job, payload)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?
+            .rows_affected()
+            == 1)
+    }
+}
 
 /// Recording many successes at once, the way each engine does it fastest.
 trait RecordSuccesses {
@@ -365,15 +387,24 @@ impl JobStore for SqlStore {
     async fn enqueue(&self, new: &NewJob) -> StoreResult<(Job, bool)> {
         let job = Job::from_new(new);
         let payload = to_json(&job.payload)?;
-        let sql = job_insert_sql();
-        let inserted = on_pool_write!(self, p => {
-            bind_job!(sqlx::query(&sql), job, payload)
-                .execute(p)
-                .await
-                .map_err(db_err)?
-                .rows_affected()
-                == 1
-        });
+        let inserted = match &self.pool {
+            // Jobs enqueued at the same time share a commit.
+            Pool::Sqlite { write, .. } => {
+                let insert = JobInsert {
+                    job: job.clone(),
+                    payload,
+                };
+                self.job_inserts.commit(&self.writer, write, insert).await?
+            }
+            Pool::Postgres(p) => {
+                bind_job!(sqlx::query(&job_insert_sql()), job, payload)
+                    .execute(p)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected()
+                    == 1
+            }
+        };
         if inserted {
             return Ok((job, true));
         }

@@ -114,6 +114,8 @@ pub struct SqlStore {
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Workflow runs being started, on SQLite (see [`group`]).
     pub(crate) run_starts: std::sync::Arc<group::Group<work::RunStart>>,
+    /// Jobs being enqueued one at a time, on SQLite.
+    pub(crate) job_inserts: std::sync::Arc<group::Group<jobs::JobInsert>>,
 }
 
 /// Move the SQLite write-ahead log into the database file every second, without blocking
@@ -238,6 +240,7 @@ impl SqlStore {
             pool,
             writer: std::sync::Arc::default(),
             run_starts: std::sync::Arc::default(),
+            job_inserts: std::sync::Arc::default(),
         })
     }
 

@@ -402,6 +402,7 @@ macro_rules! insert_run_start {
 
 #[async_trait]
 impl GroupWrite for RunStart {
+    type Output = ();
     async fn write(&self, conn: &mut SqliteConnection) -> StoreResult<()> {
         insert_run_start!(&mut *conn, self);
         Ok(())

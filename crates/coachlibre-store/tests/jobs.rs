@@ -799,3 +799,43 @@ async fn runs_started_at_once_all_land_and_a_bad_one_fails_alone() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn jobs_enqueued_at_once_keep_their_keys_apart() {
+    on_every_backend(|store, backend| async move {
+        let t = tenant("jobs-burst");
+        store.insert_tenant(&t).await.unwrap();
+        // 60 enqueues at once: 30 without a key, 30 sharing three keys.
+        let mut enqueues = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let store = store.clone();
+            let mut new = NewJob::new(t.id, "k", json!(i));
+            if i % 2 == 1 {
+                new = new.key(format!("key{}", i % 3));
+            }
+            enqueues.spawn(async move {
+                let key = new.idempotency_key.clone();
+                (key, store.enqueue(&new).await.unwrap())
+            });
+        }
+        let mut by_key: std::collections::HashMap<Option<String>, Vec<_>> = Default::default();
+        while let Some(done) = enqueues.join_next().await {
+            let (key, (job, created)) = done.unwrap();
+            by_key.entry(key).or_default().push((job.id, created));
+        }
+        assert_eq!(by_key[&None].len(), 30);
+        assert!(
+            by_key[&None].iter().all(|(_, created)| *created),
+            "{backend}"
+        );
+        for k in 0..3 {
+            let same = &by_key[&Some(format!("key{k}"))];
+            assert_eq!(same.len(), 10);
+            assert_eq!(same.iter().filter(|(_, c)| *c).count(), 1, "{backend}: {k}");
+            assert!(same.iter().all(|(id, _)| *id == same[0].0), "{backend}");
+        }
+        let counts = store.count_jobs(Some(t.id)).await.unwrap();
+        assert_eq!(counts, vec![(JobStatus::Queued, 33)], "{backend}");
+    })
+    .await;
+}
