@@ -34,6 +34,23 @@ pub(crate) trait GroupWrite: Send + Sync + 'static {
     type Output: Send + 'static;
     /// Make the write on `conn`, inside a transaction the group opened.
     async fn write(&self, conn: &mut SqliteConnection) -> StoreResult<Self::Output>;
+
+    /// Make every write of `batch`, outputs in order. By default one after the other; a kind
+    /// whose rows fit in one statement does better (each statement is a hand-off to the
+    /// connection's thread and back).
+    async fn write_all(
+        batch: &[&Self],
+        conn: &mut SqliteConnection,
+    ) -> StoreResult<Vec<Self::Output>>
+    where
+        Self: Sized,
+    {
+        let mut outputs = Vec::with_capacity(batch.len());
+        for write in batch {
+            outputs.push(write.write(conn).await?);
+        }
+        Ok(outputs)
+    }
 }
 
 type Waiting<T> = (T, oneshot::Sender<StoreResult<<T as GroupWrite>::Output>>);
@@ -129,10 +146,8 @@ async fn together<T: GroupWrite>(
 ) -> StoreResult<Vec<T::Output>> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
     let mut tx = conn.begin().await.map_err(db_err)?;
-    let mut outputs = Vec::with_capacity(batch.len());
-    for (write, _) in batch {
-        outputs.push(write.write(&mut tx).await?);
-    }
+    let writes: Vec<&T> = batch.iter().map(|(write, _)| write).collect();
+    let outputs = T::write_all(&writes, &mut tx).await?;
     tx.commit().await.map_err(db_err)?;
     Ok(outputs)
 }

@@ -110,7 +110,7 @@ pub(crate) fn job_insert_sql() -> String {
 
 /// SQLite: `INSERT` of `rows` whole jobs in one statement; bind each with [`bind_job!`], in
 /// order.
-fn sqlite_jobs_insert_sql(rows: usize) -> String {
+pub(crate) fn sqlite_jobs_insert_sql(rows: usize) -> String {
     format!(
         "INSERT INTO jobs ({JOB_COLS}) VALUES {} \
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
@@ -199,6 +199,33 @@ impl GroupWrite for JobInsert {
             .map_err(db_err)?
             .rows_affected()
             == 1)
+    }
+
+    /// Up to 64 rows per statement; the ids it returns are those inserted.
+    async fn write_all(
+        batch: &[&Self],
+        conn: &mut sqlx::SqliteConnection,
+    ) -> StoreResult<Vec<bool>> {
+        let mut inserted = Vec::with_capacity(batch.len());
+        for range in chunks(batch.len(), 64) {
+            let sql = format!("{} RETURNING id", sqlite_jobs_insert_sql(range.len()));
+            let mut q = sqlx::query_scalar::<_, Uuid>(&sql);
+            for w in &batch[range.clone()] {
+                q = bind_job!(q, w.job, w.payload);
+            }
+            let ids: std::collections::HashSet<Uuid> = q
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?
+                .into_iter()
+                .collect();
+            inserted.extend(
+                batch[range]
+                    .iter()
+                    .map(|w| ids.contains(&w.job.id.as_uuid())),
+            );
+        }
+        Ok(inserted)
     }
 }
 

@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use crate::coaching::{from_json, parse_enum, to_json};
 use crate::group::GroupWrite;
-use crate::jobs::{anonymous_values, attempts_col, attempts_of, bind_job, chunks, job_insert_sql};
+use crate::jobs::{
+    anonymous_values, attempts_col, attempts_of, bind_job, chunks, job_insert_sql,
+    sqlite_jobs_insert_sql,
+};
 use crate::rows::{col, fetch_opt, fetch_vec};
 use crate::{Pool, SqlStore, db_err, on_pool, on_pool_write};
 use sqlx::SqliteConnection;
@@ -206,6 +209,9 @@ impl AnalysisStore for SqlStore {
 const WORKFLOW_COLS: &str = "id, tenant_id, name, version, definition, created_by, created_at";
 const RUN_COLS: &str = "id, tenant_id, workflow, version, definition, status, origin, input, \
     steps, error, job_id, created_by, created_at, updated_at, finished_at";
+
+/// How many columns [`RUN_COLS`] names (and [`bind_run!`] binds).
+const RUN_PARAMS: usize = 15;
 
 macro_rules! workflow_row {
     ($r:expr) => {{
@@ -407,6 +413,28 @@ impl GroupWrite for RunStart {
         insert_run_start!(&mut *conn, self);
         Ok(())
     }
+
+    /// The runs, then their jobs, up to 32 rows per statement.
+    async fn write_all(batch: &[&Self], conn: &mut SqliteConnection) -> StoreResult<Vec<()>> {
+        for range in chunks(batch.len(), 32) {
+            let sql = format!(
+                "INSERT INTO workflow_runs ({RUN_COLS}) VALUES {}",
+                anonymous_values(range.len(), RUN_PARAMS)
+            );
+            let mut q = sqlx::query(&sql);
+            for s in &batch[range.clone()] {
+                q = bind_run!(q, s.run, s.def, s.input, s.steps);
+            }
+            q.execute(&mut *conn).await.map_err(db_err)?;
+            let sql = sqlite_jobs_insert_sql(range.len());
+            let mut q = sqlx::query(&sql);
+            for s in &batch[range] {
+                q = bind_job!(q, s.job, s.payload);
+            }
+            q.execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(vec![(); batch.len()])
+    }
 }
 
 #[async_trait]
@@ -528,5 +556,16 @@ impl WorkflowStore for SqlStore {
             .bind(page.cursor)
             .bind(page.fetch_limit()), p, run_row))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_row_binds_one_parameter_per_column() {
+        assert_eq!(RUN_COLS.split(',').count(), RUN_PARAMS);
+        assert!(run_insert_sql().contains(&format!("${RUN_PARAMS})")));
     }
 }
