@@ -5,6 +5,8 @@
 //! instead of waiting; on SQLite the statement runs under the database's single write lock (and
 //! this process's writer queue), which makes it atomic across threads and processes alike.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use coachlibre_core::Timestamp;
 use coachlibre_core::conversation::Message;
@@ -191,21 +193,10 @@ pub(crate) struct JobInsert {
 #[async_trait]
 impl GroupWrite for JobInsert {
     type Output = bool;
-    async fn write(&self, conn: &mut sqlx::SqliteConnection) -> StoreResult<bool> {
-        let (job, payload) = (&self.job, &self.payload);
-        Ok(bind_job!(sqlx::query(&job_insert_sql()), job, payload)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_err)?
-            .rows_affected()
-            == 1)
-    }
+    const ON_POSTGRES: bool = true;
 
     /// Up to 64 rows per statement; the ids it returns are those inserted.
-    async fn write_all(
-        batch: &[&Self],
-        conn: &mut sqlx::SqliteConnection,
-    ) -> StoreResult<Vec<bool>> {
+    async fn sqlite(batch: &[&Self], conn: &mut sqlx::SqliteConnection) -> StoreResult<Vec<bool>> {
         let mut inserted = Vec::with_capacity(batch.len());
         for range in chunks(batch.len(), 64) {
             let sql = format!("{} RETURNING id", sqlite_jobs_insert_sql(range.len()));
@@ -213,7 +204,7 @@ impl GroupWrite for JobInsert {
             for w in &batch[range.clone()] {
                 q = bind_job!(q, w.job, w.payload);
             }
-            let ids: std::collections::HashSet<Uuid> = q
+            let ids: HashSet<Uuid> = q
                 .fetch_all(&mut *conn)
                 .await
                 .map_err(db_err)?
@@ -227,6 +218,68 @@ impl GroupWrite for JobInsert {
         }
         Ok(inserted)
     }
+
+    async fn postgres(batch: &[&Self], conn: &mut sqlx::PgConnection) -> StoreResult<Vec<bool>> {
+        let rows: Vec<(&Job, &str)> = batch.iter().map(|w| (&w.job, w.payload.as_str())).collect();
+        let ids: HashSet<Uuid> = pg_insert_jobs(conn, &rows).await?.into_iter().collect();
+        Ok(batch
+            .iter()
+            .map(|w| ids.contains(&w.job.id.as_uuid()))
+            .collect())
+    }
+}
+
+/// PostgreSQL: insert new jobs (`(job, payload JSON)`) in one statement; returns the ids
+/// inserted (not those whose idempotency key a job of their tenant already has).
+async fn pg_insert_jobs(
+    conn: &mut sqlx::PgConnection,
+    rows: &[(&Job, &str)],
+) -> StoreResult<Vec<Uuid>> {
+    let col = |f: &dyn Fn(&Job) -> Uuid| rows.iter().map(|(j, _)| f(j)).collect::<Vec<_>>();
+    let ids = col(&|j| j.id.as_uuid());
+    let tenants = col(&|j| j.tenant_id.as_uuid());
+    let by: Vec<Option<Uuid>> = rows
+        .iter()
+        .map(|(j, _)| j.created_by.map(|u| u.as_uuid()))
+        .collect();
+    let kinds: Vec<&str> = rows.iter().map(|(j, _)| j.kind.as_str()).collect();
+    let payloads: Vec<&str> = rows.iter().map(|(_, p)| *p).collect();
+    let priorities: Vec<i32> = rows.iter().map(|(j, _)| j.priority).collect();
+    let run_at: Vec<Timestamp> = rows.iter().map(|(j, _)| j.run_at).collect();
+    let max: Vec<i32> = rows
+        .iter()
+        .map(|(j, _)| attempts_col(j.max_attempts))
+        .collect();
+    let keys: Vec<Option<&str>> = rows
+        .iter()
+        .map(|(j, _)| j.idempotency_key.as_deref())
+        .collect();
+    let created: Vec<Timestamp> = rows.iter().map(|(j, _)| j.created_at).collect();
+    sqlx::query_scalar(
+        "INSERT INTO jobs (id, tenant_id, created_by, kind, payload, priority, \
+         status, run_at, attempts, max_attempts, idempotency_key, created_at, \
+         updated_at) \
+         SELECT id, tenant_id, created_by, kind, payload, priority, 'queued', run_at, \
+         0, max_attempts, key, created, created \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
+         $6::int4[], $7::timestamptz[], $8::int4[], $9::text[], $10::timestamptz[]) \
+         AS v(id, tenant_id, created_by, kind, payload, priority, run_at, \
+         max_attempts, key, created) \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&by)
+    .bind(&kinds)
+    .bind(&payloads)
+    .bind(&priorities)
+    .bind(&run_at)
+    .bind(&max)
+    .bind(&keys)
+    .bind(&created)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_err)
 }
 
 /// Recording many successes at once, the way each engine does it fastest.
@@ -414,24 +467,15 @@ impl JobStore for SqlStore {
     async fn enqueue(&self, new: &NewJob) -> StoreResult<(Job, bool)> {
         let job = Job::from_new(new);
         let payload = to_json(&job.payload)?;
-        let inserted = match &self.pool {
-            // Jobs enqueued at the same time share a commit.
-            Pool::Sqlite { write, .. } => {
-                let insert = JobInsert {
-                    job: job.clone(),
-                    payload,
-                };
-                self.job_inserts.commit(&self.writer, write, insert).await?
-            }
-            Pool::Postgres(p) => {
-                bind_job!(sqlx::query(&job_insert_sql()), job, payload)
-                    .execute(p)
-                    .await
-                    .map_err(db_err)?
-                    .rows_affected()
-                    == 1
-            }
+        // Jobs enqueued at the same time share a commit (see `group`).
+        let insert = JobInsert {
+            job: job.clone(),
+            payload,
         };
+        let inserted = self
+            .job_inserts
+            .commit(&self.pool, &self.writer, insert)
+            .await?;
         if inserted {
             return Ok((job, true));
         }
@@ -454,53 +498,9 @@ impl JobStore for SqlStore {
         match &self.pool {
             // One statement for the lot: a round trip per row would dominate.
             Pool::Postgres(p) => {
-                let col =
-                    |f: &dyn Fn(&Job) -> Uuid| rows.iter().map(|(j, _)| f(j)).collect::<Vec<_>>();
-                let ids = col(&|j| j.id.as_uuid());
-                let tenants = col(&|j| j.tenant_id.as_uuid());
-                let by: Vec<Option<Uuid>> = rows
-                    .iter()
-                    .map(|(j, _)| j.created_by.map(|u| u.as_uuid()))
-                    .collect();
-                let kinds: Vec<&str> = rows.iter().map(|(j, _)| j.kind.as_str()).collect();
-                let payloads: Vec<&str> = rows.iter().map(|(_, p)| p.as_str()).collect();
-                let priorities: Vec<i32> = rows.iter().map(|(j, _)| j.priority).collect();
-                let run_at: Vec<Timestamp> = rows.iter().map(|(j, _)| j.run_at).collect();
-                let max: Vec<i32> = rows
-                    .iter()
-                    .map(|(j, _)| attempts_col(j.max_attempts))
-                    .collect();
-                let keys: Vec<Option<&str>> = rows
-                    .iter()
-                    .map(|(j, _)| j.idempotency_key.as_deref())
-                    .collect();
-                let created: Vec<Timestamp> = rows.iter().map(|(j, _)| j.created_at).collect();
-                Ok(sqlx::query(
-                    "INSERT INTO jobs (id, tenant_id, created_by, kind, payload, priority, \
-                     status, run_at, attempts, max_attempts, idempotency_key, created_at, \
-                     updated_at) \
-                     SELECT id, tenant_id, created_by, kind, payload, priority, 'queued', run_at, \
-                     0, max_attempts, key, created, created \
-                     FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], \
-                     $6::int4[], $7::timestamptz[], $8::int4[], $9::text[], $10::timestamptz[]) \
-                     AS v(id, tenant_id, created_by, kind, payload, priority, run_at, \
-                     max_attempts, key, created) \
-                     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
-                )
-                .bind(&ids)
-                .bind(&tenants)
-                .bind(&by)
-                .bind(&kinds)
-                .bind(&payloads)
-                .bind(&priorities)
-                .bind(&run_at)
-                .bind(&max)
-                .bind(&keys)
-                .bind(&created)
-                .execute(p)
-                .await
-                .map_err(db_err)?
-                .rows_affected())
+                let rows: Vec<(&Job, &str)> = rows.iter().map(|(j, p)| (j, p.as_str())).collect();
+                let mut conn = p.acquire().await.map_err(db_err)?;
+                Ok(pg_insert_jobs(&mut conn, &rows).await?.len() as u64)
             }
             // In-process statements are cheap: one each, in one transaction.
             Pool::Sqlite { write, .. } => {

@@ -17,8 +17,8 @@ use crate::jobs::{
     sqlite_jobs_insert_sql,
 };
 use crate::rows::{col, fetch_opt, fetch_vec};
-use crate::{Pool, SqlStore, db_err, on_pool, on_pool_write};
-use sqlx::SqliteConnection;
+use crate::{SqlStore, db_err, on_pool, on_pool_write};
+use sqlx::{PgConnection, SqliteConnection};
 
 const SKILL_COLS: &str = "id, tenant_id, name, definition, created_by, created_at, updated_at";
 
@@ -409,13 +409,11 @@ macro_rules! insert_run_start {
 #[async_trait]
 impl GroupWrite for RunStart {
     type Output = ();
-    async fn write(&self, conn: &mut SqliteConnection) -> StoreResult<()> {
-        insert_run_start!(&mut *conn, self);
-        Ok(())
-    }
+    /// Two inserts per run: PostgreSQL is better served by concurrent transactions.
+    const ON_POSTGRES: bool = false;
 
     /// The runs, then their jobs, up to 32 rows per statement.
-    async fn write_all(batch: &[&Self], conn: &mut SqliteConnection) -> StoreResult<Vec<()>> {
+    async fn sqlite(batch: &[&Self], conn: &mut SqliteConnection) -> StoreResult<Vec<()>> {
         for range in chunks(batch.len(), 32) {
             let sql = format!(
                 "INSERT INTO workflow_runs ({RUN_COLS}) VALUES {}",
@@ -432,6 +430,13 @@ impl GroupWrite for RunStart {
                 q = bind_job!(q, s.job, s.payload);
             }
             q.execute(&mut *conn).await.map_err(db_err)?;
+        }
+        Ok(vec![(); batch.len()])
+    }
+
+    async fn postgres(batch: &[&Self], conn: &mut PgConnection) -> StoreResult<Vec<()>> {
+        for s in batch {
+            insert_run_start!(&mut *conn, s);
         }
         Ok(vec![(); batch.len()])
     }
@@ -502,16 +507,11 @@ impl WorkflowStore for SqlStore {
     }
 
     async fn insert_run_with_job(&self, r: &WorkflowRun, new: &NewJob) -> StoreResult<()> {
+        // Runs started at the same time share a commit (see `group`).
         let start = RunStart::new(r, new)?;
-        match &self.pool {
-            // Runs started at the same time share a commit.
-            Pool::Sqlite { write, .. } => self.run_starts.commit(&self.writer, write, start).await,
-            Pool::Postgres(p) => {
-                let mut tx = p.begin().await.map_err(db_err)?;
-                insert_run_start!(&mut *tx, start);
-                tx.commit().await.map_err(db_err)
-            }
-        }
+        self.run_starts
+            .commit(&self.pool, &self.writer, start)
+            .await
     }
 
     async fn update_run(&self, r: &WorkflowRun) -> StoreResult<()> {
