@@ -12,7 +12,9 @@
 //! Each caller still gets its own result: when the shared transaction fails, its writes are
 //! made again one transaction each, and the one that fails reports its own error. The batch
 //! runs in a task of its own, so a caller that goes away (a closed HTTP request) cannot
-//! interrupt the others' writes halfway.
+//! interrupt the others' writes halfway. A caller that goes away while it waits for the lock
+//! leaves its write queued: the next batch writes it (as a request whose client hung up after
+//! sending it is still carried out).
 //!
 //! On SQLite the lock is the store's writer lock (SQLite has one writer anyway). On
 //! PostgreSQL, which flushes concurrent commits together by itself, a kind opts in
