@@ -363,7 +363,6 @@ async fn attempt(
     });
 }
 
-/// Extend the leases of the jobs this worker holds; abort those it no longer holds.
 /// Remove from `running` the jobs that ran `before` a heartbeat but are not among those it
 /// says this worker still `held` (cancelled, or taken over after a lost lease), and return
 /// them. Jobs claimed since `before` are left alone, whatever `held` says.
@@ -378,6 +377,7 @@ fn take_lost<V>(
         .collect()
 }
 
+/// Extend the leases of the jobs this worker holds; abort those it no longer holds.
 async fn heartbeats(
     jobs: Jobs,
     name: Arc<str>,

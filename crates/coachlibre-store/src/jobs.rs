@@ -112,7 +112,7 @@ pub(crate) fn job_insert_sql() -> String {
 
 /// SQLite: `INSERT` of `rows` whole jobs in one statement; bind each with [`bind_job!`], in
 /// order.
-pub(crate) fn sqlite_jobs_insert_sql(rows: usize) -> String {
+fn sqlite_jobs_insert_sql(rows: usize) -> String {
     format!(
         "INSERT INTO jobs ({JOB_COLS}) VALUES {} \
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING",
@@ -195,38 +195,49 @@ impl GroupWrite for JobInsert {
     type Output = bool;
     const ON_POSTGRES: bool = true;
 
-    /// Up to 64 rows per statement; the ids it returns are those inserted.
     async fn sqlite(batch: &[&Self], conn: &mut sqlx::SqliteConnection) -> StoreResult<Vec<bool>> {
-        let mut inserted = Vec::with_capacity(batch.len());
-        for range in chunks(batch.len(), 64) {
-            let sql = format!("{} RETURNING id", sqlite_jobs_insert_sql(range.len()));
-            let mut q = sqlx::query_scalar::<_, Uuid>(&sql);
-            for w in &batch[range.clone()] {
-                q = bind_job!(q, w.job, w.payload);
-            }
-            let ids: HashSet<Uuid> = q
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db_err)?
-                .into_iter()
-                .collect();
-            inserted.extend(
-                batch[range]
-                    .iter()
-                    .map(|w| ids.contains(&w.job.id.as_uuid())),
-            );
-        }
-        Ok(inserted)
+        let ids = sqlite_insert_jobs(conn, &Self::rows(batch)).await?;
+        Ok(Self::inserted(batch, ids))
     }
 
     async fn postgres(batch: &[&Self], conn: &mut sqlx::PgConnection) -> StoreResult<Vec<bool>> {
-        let rows: Vec<(&Job, &str)> = batch.iter().map(|w| (&w.job, w.payload.as_str())).collect();
-        let ids: HashSet<Uuid> = pg_insert_jobs(conn, &rows).await?.into_iter().collect();
-        Ok(batch
+        let ids = pg_insert_jobs(conn, &Self::rows(batch)).await?;
+        Ok(Self::inserted(batch, ids))
+    }
+}
+
+impl JobInsert {
+    fn rows<'a>(batch: &[&'a Self]) -> Vec<(&'a Job, &'a str)> {
+        batch.iter().map(|w| (&w.job, w.payload.as_str())).collect()
+    }
+
+    /// Whether each of `batch` is among the `ids` inserted.
+    fn inserted(batch: &[&Self], ids: Vec<Uuid>) -> Vec<bool> {
+        let ids: HashSet<Uuid> = ids.into_iter().collect();
+        batch
             .iter()
             .map(|w| ids.contains(&w.job.id.as_uuid()))
-            .collect())
+            .collect()
     }
+}
+
+/// SQLite: insert new jobs (`(job, payload JSON)`), up to 64 rows per statement (each is a
+/// hand-off to the connection's thread); returns the ids inserted (not those whose
+/// idempotency key a job of their tenant already has).
+pub(crate) async fn sqlite_insert_jobs(
+    conn: &mut sqlx::SqliteConnection,
+    rows: &[(&Job, &str)],
+) -> StoreResult<Vec<Uuid>> {
+    let mut inserted = Vec::with_capacity(rows.len());
+    for range in chunks(rows.len(), 64) {
+        let sql = format!("{} RETURNING id", sqlite_jobs_insert_sql(range.len()));
+        let mut q = sqlx::query_scalar::<_, Uuid>(&sql);
+        for (job, payload) in &rows[range] {
+            q = bind_job!(q, job, *payload);
+        }
+        inserted.extend(q.fetch_all(&mut *conn).await.map_err(db_err)?);
+    }
+    Ok(inserted)
 }
 
 /// PostgreSQL: insert new jobs (`(job, payload JSON)`) in one statement; returns the ids
@@ -413,7 +424,7 @@ impl SqlStore {
             };
         }
         on_pool_write!(self, p => {
-            if successes.is_empty() && others.is_empty() && effects.is_empty() {
+            if successes.is_empty() && others.is_empty() {
                 // A lone statement is its own transaction.
                 return match claim {
                     Some((limit, until)) => Ok((0, claim_on!(p, limit, until))),
@@ -506,16 +517,8 @@ impl JobStore for SqlStore {
             Pool::Sqlite { write, .. } => {
                 let _writer = self.writer.lock().await;
                 let mut tx = write.begin().await.map_err(db_err)?;
-                let mut new = 0;
-                // Up to 64 rows per statement (each is a hand-off to the connection's thread).
-                for range in chunks(rows.len(), 64) {
-                    let sql = sqlite_jobs_insert_sql(range.len());
-                    let mut q = sqlx::query(&sql);
-                    for (job, payload) in &rows[range] {
-                        q = bind_job!(q, job, *payload);
-                    }
-                    new += q.execute(&mut *tx).await.map_err(db_err)?.rows_affected();
-                }
+                let rows: Vec<(&Job, &str)> = rows.iter().map(|(j, p)| (j, p.as_str())).collect();
+                let new = sqlite_insert_jobs(&mut tx, &rows).await?.len() as u64;
                 tx.commit().await.map_err(db_err)?;
                 Ok(new)
             }

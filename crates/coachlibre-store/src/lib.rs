@@ -114,7 +114,7 @@ pub struct SqlStore {
     pub(crate) writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Workflow runs being started, on SQLite (see [`group`]).
     pub(crate) run_starts: std::sync::Arc<group::Group<work::RunStart>>,
-    /// Jobs being enqueued one at a time, on SQLite.
+    /// Jobs being enqueued one at a time (see [`group`]).
     pub(crate) job_inserts: std::sync::Arc<group::Group<jobs::JobInsert>>,
 }
 

@@ -14,7 +14,7 @@ use crate::coaching::{from_json, parse_enum, to_json};
 use crate::group::GroupWrite;
 use crate::jobs::{
     anonymous_values, attempts_col, attempts_of, bind_job, chunks, job_insert_sql,
-    sqlite_jobs_insert_sql,
+    sqlite_insert_jobs,
 };
 use crate::rows::{col, fetch_opt, fetch_vec};
 use crate::{SqlStore, db_err, on_pool, on_pool_write};
@@ -390,22 +390,6 @@ impl RunStart {
     }
 }
 
-/// Insert a [`RunStart`]'s two rows on the executor `$conn` (a transaction).
-macro_rules! insert_run_start {
-    ($conn:expr, $s:expr) => {{
-        let s = &$s;
-        let (run_sql, job_sql) = (run_insert_sql(), job_insert_sql());
-        bind_run!(sqlx::query(&run_sql), s.run, s.def, s.input, s.steps)
-            .execute($conn)
-            .await
-            .map_err(db_err)?;
-        bind_job!(sqlx::query(&job_sql), s.job, s.payload)
-            .execute($conn)
-            .await
-            .map_err(db_err)?;
-    }};
-}
-
 #[async_trait]
 impl GroupWrite for RunStart {
     type Output = ();
@@ -424,19 +408,26 @@ impl GroupWrite for RunStart {
                 q = bind_run!(q, s.run, s.def, s.input, s.steps);
             }
             q.execute(&mut *conn).await.map_err(db_err)?;
-            let sql = sqlite_jobs_insert_sql(range.len());
-            let mut q = sqlx::query(&sql);
-            for s in &batch[range] {
-                q = bind_job!(q, s.job, s.payload);
-            }
-            q.execute(&mut *conn).await.map_err(db_err)?;
+            let jobs: Vec<(&Job, &str)> = batch[range]
+                .iter()
+                .map(|s| (&s.job, s.payload.as_str()))
+                .collect();
+            sqlite_insert_jobs(conn, &jobs).await?;
         }
         Ok(vec![(); batch.len()])
     }
 
     async fn postgres(batch: &[&Self], conn: &mut PgConnection) -> StoreResult<Vec<()>> {
+        let (run_sql, job_sql) = (run_insert_sql(), job_insert_sql());
         for s in batch {
-            insert_run_start!(&mut *conn, s);
+            bind_run!(sqlx::query(&run_sql), s.run, s.def, s.input, s.steps)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
+            bind_job!(sqlx::query(&job_sql), s.job, s.payload)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_err)?;
         }
         Ok(vec![(); batch.len()])
     }
