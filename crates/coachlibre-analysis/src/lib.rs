@@ -18,7 +18,7 @@ use coachlibre_core::store::Store;
 use coachlibre_core::{Error, Result};
 use coachlibre_export::{Report, Table};
 use coachlibre_jobs::{Handler, JobContext, JobError, Jobs};
-use coachlibre_knowledge::extract::{self, Format};
+use coachlibre_knowledge::extract::Format;
 use coachlibre_knowledge::fetch;
 use coachlibre_skills::Catalog;
 use serde::{Deserialize, Serialize};
@@ -342,9 +342,8 @@ impl RunAnalysis {
         let page = fetch::get(&self.http, parsed, self.allow_private, MAX_PAGE_BYTES).await?;
         let format = Format::detect(&page.bytes, page.content_type.as_deref(), page.url.path())
             .unwrap_or(Format::Html);
-        let text = tokio::task::spawn_blocking(move || extract::extract(&page.bytes, format))
+        let text = coachlibre_knowledge::sandbox::read(page.bytes, format)
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(|e| Error::invalid("url", format!("the page could not be read: {e}")))?;
         let title = coachlibre_core::knowledge::title_of(&text, "");
         let title = (!title.is_empty()).then_some(title);

@@ -26,6 +26,32 @@ impl Format {
         }
     }
 
+    /// Its name on a command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Markdown => "markdown",
+            Self::Html => "html",
+            Self::Pdf => "pdf",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Text, Self::Markdown, Self::Html, Self::Pdf]
+            .into_iter()
+            .find(|f| f.name() == name)
+    }
+
+    /// Its name in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Markdown => "Markdown",
+            Self::Html => "HTML",
+            Self::Pdf => "PDF",
+        }
+    }
+
     /// The format of an upload, from its content (PDF magic), declared type and name.
     pub fn detect(bytes: &[u8], declared: Option<&str>, name: &str) -> Option<Self> {
         if bytes.starts_with(b"%PDF-") {
@@ -81,6 +107,10 @@ pub enum ExtractError {
     },
     #[error("the file has no extractable text (a scanned PDF needs OCR first)")]
     Empty,
+    #[error("the document nests about {depth} levels deep; {limit} is the most accepted")]
+    TooDeep { depth: usize, limit: usize },
+    #[error("reading the file took longer than {0} s; split it into smaller files")]
+    TooSlow(u64),
 }
 
 /// The text of an upload in `format`.
@@ -90,7 +120,7 @@ pub fn extract(bytes: &[u8], format: Format) -> Result<String, ExtractError> {
     }
     let text = match format {
         Format::Text | Format::Markdown => normalise(&decode(bytes)),
-        Format::Html => html_to_text(&decode(bytes)),
+        Format::Html => html_to_text(&decode(bytes))?,
         Format::Pdf => pdf_to_text(bytes)?,
     };
     if text.trim().is_empty() {
@@ -161,17 +191,148 @@ const BLOCKS: &[&str] = &[
     "address",
 ];
 
-/// HTML to Markdown-style text: `#` headings, paragraphs apart, list items as `- `.
-pub fn html_to_text(html: &str) -> String {
-    let doc = Html::parse_document(html);
-    let mut out = String::new();
-    walk(doc.root_element(), &mut out);
-    normalise(&out)
+/// Deepest element nesting read from an HTML document. Real pages stay under a few dozen
+/// levels; hostile ones nest thousands deep to exhaust a parser's stack or time (the HTML
+/// tree builder scans its stack of open elements at each start tag, so a document nested
+/// `n` deep costs `n²`).
+pub const MAX_HTML_DEPTH: usize = 512;
+
+/// Elements that never have content.
+const VOID: &[&str] = &[
+    "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source",
+    "track", "wbr",
+];
+/// Elements whose end tag may be left out (the next sibling closes them), so that they do not
+/// count towards the nesting estimate: each nests only through an element that does count.
+const OPTIONAL_END: &[&str] = &[
+    "html", "head", "body", "p", "li", "dt", "dd", "rt", "rp", "optgroup", "option", "colgroup",
+    "caption", "thead", "tbody", "tfoot", "tr", "td", "th",
+];
+/// Elements whose content is raw text: tags inside them are not tags.
+const RAW_TEXT: &[&str] = &["script", "style", "textarea", "title", "xmp", "plaintext"];
+
+/// An upper estimate of how deep `html` nests, read in one linear pass over its tags (the
+/// tree builder can add at most a few implied levels per counted one, e.g. a table's body
+/// and row). Comments, raw text, void elements and elements with optional end tags are not
+/// counted, nor self-closed ones inside SVG or MathML (in HTML, `<div/>` opens a `div`); an
+/// end tag closes one level.
+pub fn html_depth(html: &str) -> usize {
+    let bytes = html.as_bytes();
+    let (mut i, mut depth, mut max) = (0, 0usize, 0usize);
+    // Open `svg` and `math` elements, where `/>` closes an element.
+    let mut foreign = 0usize;
+    while let Some(off) = memchr_lt(&bytes[i..]) {
+        i += off + 1;
+        let rest = &bytes[i..];
+        if rest.starts_with(b"!--") {
+            i = find(bytes, i + 3, b"-->").map_or(bytes.len(), |e| e + 3);
+            continue;
+        }
+        let closing = rest.first() == Some(&b'/');
+        let name_start = i + usize::from(closing);
+        let name_len = bytes[name_start..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-')
+            .count();
+        if name_len == 0 || !bytes[name_start].is_ascii_alphabetic() {
+            continue;
+        }
+        let name = html[name_start..name_start + name_len].to_ascii_lowercase();
+        let tag_end = find(bytes, name_start + name_len, b">").unwrap_or(bytes.len());
+        i = (tag_end + 1).min(bytes.len());
+        let is_foreign = name == "svg" || name == "math";
+        if closing {
+            if is_foreign {
+                foreign = foreign.saturating_sub(1);
+            }
+            if !VOID.contains(&name.as_str()) && !OPTIONAL_END.contains(&name.as_str()) {
+                depth = depth.saturating_sub(1);
+            }
+            continue;
+        }
+        if RAW_TEXT.contains(&name.as_str()) {
+            let close = format!("</{name}");
+            let lower = |b: &u8| b.to_ascii_lowercase();
+            i = bytes[i..]
+                .windows(close.len())
+                .position(|w| w.iter().map(lower).eq(close.bytes()))
+                .map_or(bytes.len(), |p| i + p);
+            continue;
+        }
+        let self_closed = tag_end > 0 && bytes.get(tag_end - 1) == Some(&b'/');
+        if is_foreign && !self_closed {
+            foreign += 1;
+        }
+        if (self_closed && (foreign > 0 || is_foreign))
+            || VOID.contains(&name.as_str())
+            || OPTIONAL_END.contains(&name.as_str())
+        {
+            continue;
+        }
+        depth += 1;
+        max = max.max(depth);
+    }
+    max
 }
 
-fn walk(el: ElementRef<'_>, out: &mut String) {
-    for child in el.children() {
-        match child.value() {
+fn memchr_lt(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == b'<')
+}
+
+fn find(bytes: &[u8], from: usize, needle: &[u8]) -> Option<usize> {
+    bytes
+        .get(from..)?
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .map(|p| from + p)
+}
+
+/// HTML to Markdown-style text: `#` headings, paragraphs apart, list items as `- `.
+/// A document nested deeper than [`MAX_HTML_DEPTH`] is refused before it is parsed.
+pub fn html_to_text(html: &str) -> Result<String, ExtractError> {
+    let depth = html_depth(html);
+    if depth > MAX_HTML_DEPTH {
+        return Err(ExtractError::TooDeep {
+            depth,
+            limit: MAX_HTML_DEPTH,
+        });
+    }
+    let doc = Html::parse_document(html);
+    Ok(normalise(&render(doc.root_element())))
+}
+
+/// What is still to write: a node, or the text that follows an element's content.
+enum Step<'a> {
+    Node(ego_tree::NodeRef<'a, Node>),
+    Text(&'static str),
+    /// A heading's content, written since `start`, collapsed to one line.
+    EndHeading(usize),
+}
+
+/// The text of `root`'s content, walked with an explicit stack: no recursion, whatever the
+/// depth of the tree.
+fn render(root: ElementRef<'_>) -> String {
+    let mut out = String::new();
+    let mut stack: Vec<Step<'_>> = root.children().rev().map(Step::Node).collect();
+    while let Some(step) = stack.pop() {
+        let node = match step {
+            Step::Node(node) => node,
+            Step::Text(t) => {
+                out.push_str(t);
+                continue;
+            }
+            Step::EndHeading(start) => {
+                let line = out[start..]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                out.truncate(start);
+                out.push_str(&line);
+                out.push_str("\n\n");
+                continue;
+            }
+        };
+        match node.value() {
             Node::Text(t) => {
                 // Collapse HTML whitespace.
                 let mut last_space = out.ends_with([' ', '\n']);
@@ -192,9 +353,6 @@ fn walk(el: ElementRef<'_>, out: &mut String) {
                 if SKIPPED.contains(&name) {
                     continue;
                 }
-                let Some(child_el) = ElementRef::wrap(child) else {
-                    continue;
-                };
                 let heading = match name {
                     "h1" => 1,
                     "h2" => 2,
@@ -204,14 +362,12 @@ fn walk(el: ElementRef<'_>, out: &mut String) {
                     "h6" => 6,
                     _ => 0,
                 };
+                // What follows the content is pushed first, then the children, last first.
                 if heading > 0 {
                     out.push_str("\n\n");
                     out.push_str(&"#".repeat(heading));
                     out.push(' ');
-                    let mut inner = String::new();
-                    walk(child_el, &mut inner);
-                    out.push_str(&inner.split_whitespace().collect::<Vec<_>>().join(" "));
-                    out.push_str("\n\n");
+                    stack.push(Step::EndHeading(out.len()));
                 } else if name == "br" {
                     out.push('\n');
                 } else if name == "li" {
@@ -219,19 +375,17 @@ fn walk(el: ElementRef<'_>, out: &mut String) {
                         out.push('\n');
                     }
                     out.push_str("- ");
-                    walk(child_el, out);
-                    out.push('\n');
+                    stack.push(Step::Text("\n"));
                 } else if BLOCKS.contains(&name) {
                     out.push_str("\n\n");
-                    walk(child_el, out);
-                    out.push_str("\n\n");
-                } else {
-                    walk(child_el, out);
+                    stack.push(Step::Text("\n\n"));
                 }
+                stack.extend(node.children().rev().map(Step::Node));
             }
             _ => {}
         }
     }
+    out
 }
 
 /// The text of a PDF. `pdf-extract` panics on some malformed files; that is caught and
@@ -313,12 +467,51 @@ mod tests {
             semaine.</p><script>alert(1)</script><ul><li>Lundi: repos</li><li>Mardi: \
             fractionn&eacute;</li></ul><h2>Semaine 2</h2><div>Plus long.<br>Toujours.</div>\
             </body></html>";
-        let text = html_to_text(html);
+        let text = html_to_text(html).expect("shallow");
         assert_eq!(
             text,
             "# Programme 10 km\n\nCourir trois fois par semaine.\n\n- Lundi: repos\n- Mardi: \
              fractionné\n\n## Semaine 2\n\nPlus long.\nToujours."
         );
+    }
+
+    #[test]
+    fn deep_documents_are_refused_before_parsing_and_deep_trees_walked_without_recursion() {
+        let nested = |n: usize, tag: &str| {
+            format!(
+                "<html><body>{}x{}</body></html>",
+                format!("<{tag}>").repeat(n),
+                format!("</{tag}>").repeat(n)
+            )
+        };
+        // The reproduction: 10,000 nested divs (110 KB) overflowed the stack.
+        let err = extract(nested(10_000, "div").as_bytes(), Format::Html);
+        assert_eq!(
+            err,
+            Err(ExtractError::TooDeep {
+                depth: 10_000,
+                limit: MAX_HTML_DEPTH
+            })
+        );
+        // Under the limit, a deep tree is walked with a small stack.
+        let html = nested(MAX_HTML_DEPTH, "blockquote");
+        let text = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || html_to_text(&html))
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(text.as_deref(), Ok("x"));
+        // Elements with optional end tags, void elements, comments and scripts do not count.
+        let flat = format!(
+            "<ul>{}</ul><p>a<p>b<br><img src=x><!-- <div><div> --><script>'<div>'</script>",
+            "<li>item".repeat(5_000)
+        );
+        assert_eq!(html_depth(&flat), 1);
+        assert!(html_to_text(&flat).is_ok());
+        assert_eq!(html_depth("<div><div/><span>a</span></div>"), 3);
+        assert_eq!(html_depth("<svg><path/><g><path/></g></svg>"), 2);
+        assert_eq!(html_depth(&"<div/>".repeat(600)), 600);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod fetch;
 pub mod hnsw;
 pub mod index;
+pub mod sandbox;
 pub mod simd;
 
 use coachlibre_core::event::{EventKind, EventSink, EventSlot};
@@ -473,14 +474,11 @@ impl Knowledge {
             return Ok((d.clone(), Upload::Unchanged));
         }
         let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-        let text = tokio::task::spawn_blocking(move || extract::extract(&bytes, format))
-            .await
-            .map_err(|e| Error::Internal(format!("extraction task: {e}")))?
-            .map_err(|e| match e {
-                ExtractError::Unsupported => Error::UnsupportedMediaType(e.to_string()),
-                ExtractError::TooLarge(_) => Error::TooLarge(e.to_string()),
-                other => Error::invalid("file", other.to_string()),
-            })?;
+        let text = sandbox::read(bytes, format).await.map_err(|e| match e {
+            ExtractError::Unsupported => Error::UnsupportedMediaType(e.to_string()),
+            ExtractError::TooLarge(_) => Error::TooLarge(e.to_string()),
+            other => Error::invalid("file", other.to_string()),
+        })?;
         let now = coachlibre_core::now();
         let (doc, outcome) = match existing {
             Some(mut d) => {

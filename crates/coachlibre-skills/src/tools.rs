@@ -159,12 +159,9 @@ impl SkillTools {
                     page.url.path(),
                 )
                 .unwrap_or(coachlibre_knowledge::extract::Format::Html);
-                let text = tokio::task::spawn_blocking(move || {
-                    coachlibre_knowledge::extract::extract(&page.bytes, format)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("the page could not be read: {e}"))?;
+                let text = coachlibre_knowledge::sandbox::read(page.bytes, format)
+                    .await
+                    .map_err(|e| format!("the page could not be read: {e}"))?;
                 Ok(json!({"url": url, "text": cut(&text, MAX_TOOL_CHARS)}))
             }
             other => Err(format!("there is no tool '{other}'")),

@@ -1,5 +1,5 @@
 //! Test files built in code: a real, minimal PDF (one page, Helvetica, one line per string),
-//! and an encrypted-looking one.
+//! an encrypted-looking one and a hostile one.
 
 /// Escape text for a PDF string literal.
 fn pdf_string(s: &str) -> String {
@@ -22,12 +22,27 @@ pub fn encrypted_pdf(lines: &[&str]) -> Vec<u8> {
     )
 }
 
+/// A well-formed PDF whose page draws its text with an array nested `depth` deep (a
+/// recursive parser overflows its stack on it).
+pub fn nested_pdf(depth: usize) -> Vec<u8> {
+    let content = format!(
+        "BT /F1 12 Tf 72 720 Td (Nested) Tj {}(x){} TJ ET",
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    pdf_of(&content, "")
+}
+
 fn pdf_with_trailer(lines: &[&str], trailer_extra: &str) -> Vec<u8> {
     let mut content = String::from("BT /F1 12 Tf 72 720 Td 16 TL\n");
     for l in lines {
         content.push_str(&format!("({}) Tj T*\n", pdf_string(l)));
     }
     content.push_str("ET");
+    pdf_of(&content, trailer_extra)
+}
+
+fn pdf_of(content: &str, trailer_extra: &str) -> Vec<u8> {
     let mut objects = vec![
         "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
         "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),

@@ -16,6 +16,13 @@ use clap::Parser;
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Started by the server to read one untrusted file (see coachlibre_knowledge::sandbox).
+    if let Some(code) = coachlibre_knowledge::sandbox::child_main() {
+        return code;
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        coachlibre_knowledge::sandbox::isolate_with(exe);
+    }
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

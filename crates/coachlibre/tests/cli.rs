@@ -614,3 +614,83 @@ fn workflows_are_saved_and_run_from_the_command_line() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not found"));
 }
+
+/// Upload `bytes` as `name` to a new collection; the status and the body.
+async fn upload(addr: &str, token: &str, name: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let col: serde_json::Value = client
+        .post(format!("http://{addr}/api/v1/collections"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": name}))
+        .send()
+        .await
+        .expect("collection")
+        .json()
+        .await
+        .expect("json");
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+    );
+    let res = client
+        .post(format!(
+            "http://{addr}/api/v1/collections/{}/documents",
+            col["id"].as_str().expect("collection id")
+        ))
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or_default())
+}
+
+/// The reproductions of a hostile document that aborted the server (an HTML page nested
+/// 10,000 deep; a PDF whose page nests an array 100,000 deep): each gets a 422 naming the
+/// problem, the server keeps serving, and a real PDF is still read (in a child process).
+#[tokio::test]
+async fn hostile_documents_get_an_error_and_the_server_keeps_serving() {
+    let db = TestDb::sqlite().expect("db");
+    let (child, addr, _) = serve(&db, &[("COACHLIBRE_ADMIN_PASSWORD", "a chosen password")]);
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["access_token"].as_str().expect("token");
+
+    let html = format!(
+        "<html><body>{}x{}</body></html>",
+        "<div>".repeat(10_000),
+        "</div>".repeat(10_000)
+    );
+    let (status, body) = upload(&addr, token, "n.html", html.into_bytes()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("10000 levels deep")),
+        "{body}"
+    );
+
+    let pdf = coachlibre_testkit::fixtures::nested_pdf(100_000);
+    let (status, body) = upload(&addr, token, "n.pdf", pdf).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_input", "{body}");
+
+    let pdf = coachlibre_testkit::fixtures::pdf(&["Semaine 13 : sortie longue de 32 km."]);
+    let (status, body) = upload(&addr, token, "plan.pdf", pdf).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["outcome"], "created", "{body}");
+
+    let ready = reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), 200);
+    terminate(child);
+}
