@@ -178,6 +178,15 @@ impl NewJob {
     }
 }
 
+/// The `last_error` of a job whose attempt ended with its worker: the lease expired before
+/// the attempt finished (the process crashed, was killed or lost its database).
+pub const LOST_ATTEMPT: &str = "the worker running it stopped before finishing (lease expired)";
+
+/// The `last_error` of a job dead-lettered because its attempt ended with its worker.
+pub const QUARANTINED: &str = "quarantined: its last attempt ended with the process running it \
+     (a crash, a kill or a power cut), and this kind of job is not run again automatically in \
+     case it caused it; look at the logs, then retry it";
+
 /// A job as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Job {
@@ -207,6 +216,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whether its previous attempt ended with its worker ([`LOST_ATTEMPT`]).
+    pub fn attempt_was_lost(&self) -> bool {
+        self.last_error.as_deref() == Some(LOST_ATTEMPT)
+    }
+
     /// The job a [`NewJob`] becomes when it is inserted.
     pub fn from_new(n: &NewJob) -> Self {
         let now = crate::now();

@@ -472,7 +472,8 @@ pub trait JobStore {
         lease_until: Timestamp,
     ) -> StoreResult<Vec<Job>>;
     /// Queue again (or dead-letter, when no attempt is left) the running jobs whose lease
-    /// expired before `now`: their worker is gone. Returns how many.
+    /// expired before `now`: their worker is gone. Their `last_error` becomes
+    /// [`LOST_ATTEMPT`](crate::job::LOST_ATTEMPT), so the next worker can tell. Returns how many.
     async fn reap_expired(&self, now: Timestamp) -> StoreResult<u64>;
     async fn set_job_progress(&self, worker: &str, id: JobId, p: &Progress) -> StoreResult<()>;
     async fn get_job(&self, tenant: TenantId, id: JobId) -> StoreResult<Option<Job>>;

@@ -35,6 +35,11 @@ pub struct DeliverReminder;
 
 #[async_trait]
 impl Handler for DeliverReminder {
+    /// Small work on trusted data: a lost attempt is run again.
+    fn rerun_after_crash(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &JobContext, job: &Job) -> Result<serde_json::Value, JobError> {
         let p: ReminderPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| JobError::Permanent(format!("bad reminder payload: {e}")))?;
@@ -115,6 +120,11 @@ pub struct Probe;
 
 #[async_trait]
 impl Handler for Probe {
+    /// Small work on trusted data: a lost attempt is run again.
+    fn rerun_after_crash(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &JobContext, job: &Job) -> Result<serde_json::Value, JobError> {
         let p: ProbePayload = if job.payload.is_null() {
             ProbePayload::default()

@@ -8,9 +8,10 @@
 //! - [`scheduler::Scheduler`]: fires cron schedules, turns due reminders into delivery jobs,
 //!   re-queues jobs of workers that died, purges old finished jobs.
 //!
-//! Delivery is at least once: a job whose worker dies (or stalls past its lease) runs again,
-//! so handlers make their effects idempotent (reminder delivery is conditional on the
-//! reminder still being scheduled).
+//! Delivery is at least once: a job whose worker dies (or stalls past its lease) runs again
+//! when its kind allows it ([`Handler::rerun_after_crash`]; otherwise it is quarantined), so
+//! handlers make their effects idempotent (reminder delivery is conditional on the reminder
+//! still being scheduled).
 
 pub mod cron;
 pub mod handlers;
@@ -109,6 +110,15 @@ pub trait Handler: Send + Sync {
     /// Longest an attempt may take before it is abandoned and retried.
     fn timeout(&self) -> std::time::Duration {
         std::time::Duration::from_secs(600)
+    }
+
+    /// Whether a job whose attempt ended with its process (its lease expired: a crash, a
+    /// kill, a power cut) runs again. Off by default: an attempt that crashed its process
+    /// would crash the next one, so such a job is dead-lettered as quarantined, for an
+    /// operator to look at and retry (`coachlibre jobs retry ID`). Kinds whose work is small
+    /// and reads nothing untrusted turn it on.
+    fn rerun_after_crash(&self) -> bool {
+        false
     }
 }
 

@@ -307,6 +307,9 @@ async fn attempt(
             "no handler for job kind '{}' on this worker",
             job.kind
         )),
+        Some(handler) if job.attempt_was_lost() && !handler.rerun_after_crash() => {
+            Outcome::Failed(coachlibre_core::job::QUARANTINED.to_owned())
+        }
         Some(handler) => {
             let effect = Arc::new(std::sync::Mutex::new(None));
             let ctx = JobContext {

@@ -503,3 +503,68 @@ async fn people_see_their_own_jobs_and_admins_all() {
         assert_eq!(counts[&JobStatus::Queued], 2);
     }
 }
+
+/// A kind that keeps the default: a lost attempt is not run again.
+struct Fragile;
+
+#[async_trait::async_trait]
+impl coachlibre_jobs::Handler for Fragile {
+    async fn run(
+        &self,
+        _: &coachlibre_jobs::JobContext,
+        _: &Job,
+    ) -> Result<serde_json::Value, coachlibre_jobs::JobError> {
+        Ok(json!("ran"))
+    }
+}
+
+/// A job whose attempt ended with its process (claimed by a worker that never came back, its
+/// lease expired) is quarantined when retaken, unless its kind reruns lost attempts; an
+/// operator's retry runs it.
+#[tokio::test]
+async fn a_job_lost_with_its_process_is_quarantined_unless_its_kind_reruns() {
+    for w in worlds().await {
+        let mut registry = Registry::builtin();
+        registry.register("test.fragile", Arc::new(Fragile));
+        let jobs = Jobs::new(w.store.clone(), registry);
+        let fragile = jobs
+            .enqueue(NewJob::new(w.tenant, "test.fragile", json!({})))
+            .await
+            .unwrap()
+            .0
+            .id;
+        let probe = jobs.enqueue(probe(&w, json!({}))).await.unwrap().0.id;
+        let now = coachlibre_core::now();
+        let claimed = w
+            .store
+            .claim_jobs(
+                "crashed-process",
+                10,
+                now,
+                now + chrono::Duration::milliseconds(1),
+            )
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2, "{}", w.backend);
+        let later = now + chrono::Duration::seconds(1);
+        assert_eq!(w.store.reap_expired(later).await.unwrap(), 2);
+
+        let (stop, task) = start(&jobs, fast());
+        let quarantined = wait_for(&w, fragile, JobStatus::Failed).await;
+        assert_eq!(
+            quarantined.last_error.as_deref(),
+            Some(coachlibre_core::job::QUARANTINED),
+            "{}",
+            w.backend
+        );
+        assert_eq!(quarantined.result, None, "{}: not run", w.backend);
+        let rerun = wait_for(&w, probe, JobStatus::Succeeded).await;
+        assert_eq!(rerun.attempts, 2, "{}", w.backend);
+
+        jobs.retry(By::Actor(&w.admin), fragile).await.unwrap();
+        let done = wait_for(&w, fragile, JobStatus::Succeeded).await;
+        assert_eq!(done.result, Some(json!("ran")), "{}", w.backend);
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+}

@@ -271,6 +271,11 @@ pub struct SendSms(pub Option<Arc<dyn Gateway>>);
 
 #[async_trait]
 impl Handler for SendSms {
+    /// Small work on trusted data: a lost attempt is run again.
+    fn rerun_after_crash(&self) -> bool {
+        true
+    }
+
     async fn run(&self, _ctx: &JobContext, job: &Job) -> std::result::Result<Value, JobError> {
         let text: SendPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| JobError::Permanent(format!("bad sms.send payload: {e}")))?;
@@ -301,6 +306,11 @@ impl std::fmt::Debug for ReplySms {
 
 #[async_trait]
 impl Handler for ReplySms {
+    /// Small work on trusted data: a lost attempt is run again.
+    fn rerun_after_crash(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &JobContext, job: &Job) -> std::result::Result<Value, JobError> {
         let p: ReplyPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| JobError::Permanent(format!("bad sms.reply payload: {e}")))?;

@@ -34,9 +34,6 @@ const JOB_COLS: &str = "id, tenant_id, created_by, kind, payload, priority, stat
 const SCHEDULE_COLS: &str = "id, tenant_id, name, cron, timezone, kind, payload, enabled, \
     next_run_at, last_run_at, created_by, created_at";
 
-/// What the reaper writes on a job whose worker vanished.
-const LOST_WORKER: &str = "the worker running it stopped before finishing (lease expired)";
-
 pub(crate) fn attempts_of(v: i32) -> u32 {
     u32::try_from(v.max(0)).unwrap_or(0)
 }
@@ -586,7 +583,7 @@ impl JobStore for SqlStore {
                  WHERE status = 'running' AND lease_until < $1",
             )
             .bind(now)
-            .bind(LOST_WORKER)
+            .bind(coachlibre_core::job::LOST_ATTEMPT)
             .execute(p)
             .await
             .map_err(db_err)?
