@@ -26,6 +26,7 @@ pub mod schema;
 pub mod sms;
 pub mod store;
 pub mod tenant;
+pub mod text;
 pub mod user;
 pub mod workflow;
 

@@ -26,11 +26,129 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Self(v)),
-            Err(rej) => Err(json_rejection(&rej)),
+        if !json_content_type(req.headers()) {
+            return Err(json_rejection(&JsonRejection::MissingJsonContentType(
+                Default::default(),
+            )));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rej| {
+                if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is larger than the configured limit",
+                    )
+                } else {
+                    ApiError::new(rej.status(), "bad_request", rej.body_text())
+                }
+            })?;
+        let value = match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(v)) => v,
+            Err(rej) => return Err(json_rejection(&rej)),
+        };
+        if may_hold_control_chars(&bytes)
+            && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some((path, c)) = control_char_in(&doc)
+        {
+            return Err(control_char_error(&path, c));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// `application/json`, or a `+json` type.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Whether a JSON text may hold a string with a control character that cannot be stored (see
+/// `coachlibre_core::text`): an escape `\u00XX` of one, or a raw DEL or C1 control (raw C0
+/// controls are not valid JSON). One pass over the bytes; only then is the document walked.
+fn may_hold_control_chars(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                if bytes.get(i + 1) == Some(&b'u')
+                    && let Some(hex) = bytes.get(i + 2..i + 6)
+                    && let Ok(hex) = std::str::from_utf8(hex)
+                    && let Ok(code) = u32::from_str_radix(hex, 16)
+                    && char::from_u32(code).is_some_and(coachlibre_core::text::is_forbidden)
+                {
+                    return true;
+                }
+                i += 2;
+            }
+            0x7f => return true,
+            0xc2 if bytes.get(i + 1).is_some_and(|b| (0x80..=0x9f).contains(b)) => return true,
+            _ => i += 1,
         }
     }
+    false
+}
+
+/// The path (`persona`, `steps[2].name`) and the character of the first string, key or value,
+/// holding a control character that cannot be stored.
+pub(crate) fn control_char_in(doc: &serde_json::Value) -> Option<(String, char)> {
+    use serde_json::Value;
+    let mut stack = vec![(String::new(), doc)];
+    while let Some((path, v)) = stack.pop() {
+        match v {
+            Value::String(s) => {
+                if let Some(c) = coachlibre_core::text::control_char(s) {
+                    return Some((path, c));
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate().rev() {
+                    stack.push((format!("{path}[{i}]"), item));
+                }
+            }
+            Value::Object(fields) => {
+                for (k, item) in fields {
+                    let here = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    if let Some(c) = coachlibre_core::text::control_char(k) {
+                        return Some((here, c));
+                    }
+                    stack.push((here, item));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// 422 `invalid_input` for a control character in `field`.
+pub(crate) fn control_char_error(field: &str, c: char) -> ApiError {
+    let field = if field.is_empty() { "the body" } else { field };
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_input",
+        format!(
+            "{field}: contains the control character {}; only tabs and line breaks are accepted",
+            coachlibre_core::text::describe(c)
+        ),
+    )
 }
 
 fn json_rejection(rej: &JsonRejection) -> ApiError {
@@ -74,6 +192,9 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(c) = percent_decoded_control(parts.uri.path()) {
+            return Err(control_char_error("the path", c));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Self(v)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => Err(ApiError::new(
@@ -98,6 +219,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or("");
+        for (k, v) in form_urlencoded_pairs(query) {
+            if let Some(c) = coachlibre_core::text::control_char(&v) {
+                return Err(control_char_error(&k, c));
+            }
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| Self(v))
@@ -109,6 +236,34 @@ where
                 )
             })
     }
+}
+
+/// The first control character that cannot be stored in a percent-encoded path.
+fn percent_decoded_control(path: &str) -> Option<char> {
+    let bytes = path.as_bytes();
+    let decoded: Vec<u8> = {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%'
+                && let Some(hex) = path.get(i + 1..i + 3)
+                && let Ok(b) = u8::from_str_radix(hex, 16)
+            {
+                out.push(b);
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        out
+    };
+    coachlibre_core::text::control_char(&String::from_utf8_lossy(&decoded))
+}
+
+/// The pairs of a query string or form body, decoded.
+pub(crate) fn form_urlencoded_pairs(s: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(s).unwrap_or_default()
 }
 
 /// The authenticated caller, put in the request by the auth middleware.

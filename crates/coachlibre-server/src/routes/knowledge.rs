@@ -187,6 +187,13 @@ pub async fn upload_document(
                     .map_err(|e| Error::invalid("metadata", e.body_text()))?;
                 metadata = serde_json::from_str(&text)
                     .map_err(|_| Error::invalid("metadata", "must be a JSON object"))?;
+                let doc = serde_json::Value::Object(metadata.clone());
+                if let Some((path, c)) = crate::extract::control_char_in(&doc) {
+                    return Err(crate::extract::control_char_error(
+                        &format!("metadata.{path}"),
+                        c,
+                    ));
+                }
             }
             other => {
                 return Err(Error::invalid(

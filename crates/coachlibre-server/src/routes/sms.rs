@@ -172,7 +172,13 @@ pub async fn twilio_webhook(
     let inbound = Inbound {
         from: field("From")?,
         to: field("To")?,
-        body: field("Body").unwrap_or_default(),
+        // A phone's text is taken as sent, less invisible control characters that cannot be
+        // stored (the sender cannot be asked to fix them).
+        body: field("Body")
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !coachlibre_core::text::is_forbidden(*c))
+            .collect(),
         message_sid: field("MessageSid").or_else(|_| field("SmsSid"))?,
     };
     match state.sms.receive(&inbound).await? {

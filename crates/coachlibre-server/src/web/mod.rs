@@ -304,6 +304,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Form<T> {
         })?;
         let token = session_cookie(&parts.headers).unwrap_or("");
         check_csrf(state, token, &bytes).map_err(IntoResponse::into_response)?;
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).unwrap_or_default();
+        if let Some((field, c)) = pairs
+            .iter()
+            .find_map(|(k, v)| Some((k, coachlibre_core::text::control_char(v)?)))
+        {
+            return Err(WebError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "The field “{field}” contains an invisible control character ({}). Remove \
+                     it (it often comes with text pasted from another program) and send again.",
+                    coachlibre_core::text::describe(c)
+                ),
+            )
+            .into_response());
+        }
         let value = serde_urlencoded::from_bytes(&bytes).map_err(|e| {
             WebError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -157,3 +157,85 @@ async fn malformed_requests_get_clear_4xx() {
         app.stop().await;
     }
 }
+
+/// NUL and other control characters are refused with 422 naming the field, on both engines
+/// alike (PostgreSQL answered 500, SQLite stored them); tabs and line breaks are text.
+#[tokio::test]
+async fn control_characters_are_refused_naming_the_field() {
+    for app in TestApp::each().await {
+        let token = app.admin_token().await;
+        let refused = |r: crate::helpers::Reply, field: &str, char: &str| {
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+                "{}: {}",
+                app.backend,
+                r.body
+            );
+            let m = r.body["error"]["message"].as_str().unwrap_or_default();
+            assert!(
+                m.starts_with(&format!("{field}:")) && m.contains(char),
+                "{}: {m}",
+                app.backend
+            );
+        };
+        let r = app
+            .post("/api/v1/agents", &token, json!({"name": "a\u{0}b"}))
+            .await;
+        refused(r, "name", "U+0000 (NUL)");
+        let r = app
+            .post(
+                "/api/v1/agents",
+                &token,
+                json!({"name": "Coach", "persona": "Be kind.\u{1b}[31m"}),
+            )
+            .await;
+        refused(r, "persona", "U+001B (ESC)");
+        let r = app
+            .post(
+                "/api/v1/collections",
+                &token,
+                json!({"name": "Guides", "description": "raw C1 \u{85} here"}),
+            )
+            .await;
+        refused(r, "description", "U+0085");
+        let r = app
+            .post(
+                "/api/v1/jobs",
+                &token,
+                json!({"kind": "system.probe", "payload": {"notes": ["ok", "a\u{0}b"]}}),
+            )
+            .await;
+        refused(r, "payload.notes[1]", "NUL");
+        let r = app
+            .post(
+                "/api/v1/jobs",
+                &token,
+                json!({"kind": "system.probe", "idempotency_key": "k\u{0}"}),
+            )
+            .await;
+        refused(r, "idempotency_key", "NUL");
+        let r = app.get("/api/v1/users?cursor=a%00b", &token).await;
+        refused(r, "cursor", "NUL");
+        let r = app
+            .call(
+                Method::DELETE,
+                "/api/v1/sms/numbers/%2B33%00",
+                Some(&token),
+                None,
+            )
+            .await;
+        refused(r, "the path", "NUL");
+
+        // Escaped backslashes are not escapes; tabs and line breaks are text.
+        let r = app
+            .post(
+                "/api/v1/agents",
+                &token,
+                json!({"name": "C:\\u0000 coach", "persona": "Line one.\nLine two:\tdone.\r\n"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}: {}", app.backend, r.body);
+        assert_eq!(r.body["name"], "C:\\u0000 coach");
+    }
+}
