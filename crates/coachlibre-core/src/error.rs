@@ -85,6 +85,9 @@ pub enum Error {
     /// Too many failed logins: the account is temporarily locked.
     #[error("too many failed attempts; try again in {retry_after_secs} s")]
     Locked { retry_after_secs: u64 },
+    /// Too many failed sign-ins from this address for this email: wait before trying again.
+    #[error("too many failed sign-ins from this address; try again in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
     /// The upload is larger than accepted.
     #[error("{0}")]
     TooLarge(String),
@@ -106,6 +109,7 @@ impl Error {
             Self::Unauthenticated(f) => f.code(),
             Self::Forbidden(_) => "forbidden",
             Self::Locked { .. } => "account_locked",
+            Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::TooLarge(_) => "too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::Internal(_) => "internal",

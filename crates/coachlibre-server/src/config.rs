@@ -277,9 +277,11 @@ pub struct RateLimitConfig {
 pub struct AuthConfig {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_days: u64,
-    /// Failed logins before the account locks.
+    /// Failed sign-ins from one address for one email before that pair must wait.
     pub lockout_threshold: i32,
-    /// First lock duration; doubles with each further failure.
+    /// Failed sign-ins for one account, from any address, before the account locks.
+    pub account_lockout_threshold: i32,
+    /// First wait or lock; doubles with each further failure.
     pub lockout_base_secs: u64,
     pub lockout_max_secs: u64,
 }
@@ -350,6 +352,7 @@ impl Default for AuthConfig {
             access_token_ttl_secs: d.access_ttl.as_secs(),
             refresh_token_ttl_days: d.refresh_ttl.as_secs() / 86_400,
             lockout_threshold: d.lockout_threshold,
+            account_lockout_threshold: d.account_lockout_threshold,
             lockout_base_secs: d.lockout_base.as_secs(),
             lockout_max_secs: d.lockout_max.as_secs(),
         }
@@ -423,6 +426,7 @@ impl Config {
             access_ttl: Duration::from_secs(self.auth.access_token_ttl_secs),
             refresh_ttl: Duration::from_secs(self.auth.refresh_token_ttl_days * 86_400),
             lockout_threshold: self.auth.lockout_threshold,
+            account_lockout_threshold: self.auth.account_lockout_threshold,
             lockout_base: Duration::from_secs(self.auth.lockout_base_secs),
             lockout_max: Duration::from_secs(self.auth.lockout_max_secs),
         }

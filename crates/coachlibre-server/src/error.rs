@@ -72,13 +72,15 @@ impl From<Error> for ApiError {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Locked { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::Locked { .. } | Error::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let retry_after = match &e {
-            Error::Locked { retry_after_secs } => Some(*retry_after_secs),
+            Error::Locked { retry_after_secs } | Error::TooManyAttempts { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             _ => None,
         };
         let message = if status.is_server_error() {

@@ -9,6 +9,7 @@
 pub mod jwt;
 pub mod password;
 pub mod secret;
+pub mod throttle;
 pub mod totp;
 
 use std::sync::Arc;
@@ -37,11 +38,15 @@ pub struct AuthPolicy {
     pub access_ttl: Duration,
     /// Lifetime of a refresh token.
     pub refresh_ttl: Duration,
-    /// Failed logins allowed before the account locks.
+    /// Failed sign-ins from one client address for one email before that pair waits.
     pub lockout_threshold: i32,
-    /// First lock duration; doubles with each further failure.
+    /// Failed sign-ins for one account, from any address, before the account locks (a
+    /// guessing attack spread over many addresses). A locked account still lets in whoever
+    /// also passes its second factor; an admin's password reset unlocks it.
+    pub account_lockout_threshold: i32,
+    /// First wait or lock; doubles with each further failure.
     pub lockout_base: Duration,
-    /// Longest lock.
+    /// Longest wait or lock.
     pub lockout_max: Duration,
 }
 
@@ -51,6 +56,7 @@ impl Default for AuthPolicy {
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(30 * 24 * 3600),
             lockout_threshold: 5,
+            account_lockout_threshold: 50,
             lockout_base: Duration::from_secs(30),
             lockout_max: Duration::from_secs(3600),
         }
@@ -58,9 +64,19 @@ impl Default for AuthPolicy {
 }
 
 impl AuthPolicy {
-    /// Lock duration after `failures` consecutive failures, if any.
+    /// How long an address waits after `failures` consecutive failures for one email, if at
+    /// all.
     pub fn lock_for(&self, failures: i32) -> Option<Duration> {
-        let over = failures.checked_sub(self.lockout_threshold)?;
+        self.backoff(failures, self.lockout_threshold)
+    }
+
+    /// How long an account locks after `failures` consecutive failures from any address.
+    pub fn account_lock_for(&self, failures: i32) -> Option<Duration> {
+        self.backoff(failures, self.account_lockout_threshold)
+    }
+
+    fn backoff(&self, failures: i32, threshold: i32) -> Option<Duration> {
+        let over = failures.checked_sub(threshold)?;
         let factor = 1u32
             .checked_shl(u32::try_from(over).ok()?)
             .unwrap_or(u32::MAX);
@@ -117,6 +133,7 @@ pub struct Auth {
     store: Arc<dyn Store>,
     keys: Keys,
     policy: AuthPolicy,
+    throttle: Arc<throttle::Throttle>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -133,6 +150,7 @@ impl Auth {
             store,
             keys,
             policy,
+            throttle: Arc::default(),
         }
     }
 
@@ -151,9 +169,21 @@ impl Auth {
     }
 
     /// Sign in with email and password (and second factor when enrolled).
+    ///
+    /// Unknown emails, wrong passwords and locked accounts get the same answer after the same
+    /// work, so answers do not reveal accounts. Failures are counted per client address and
+    /// email (that pair then waits, `too_many_attempts`, whether the account exists or not) and
+    /// per account (past [`AuthPolicy::account_lockout_threshold`] the account locks; only
+    /// whoever gives the right password learns it, and passing the second factor opens it).
     pub async fn login(&self, attempt: LoginAttempt) -> Result<Session> {
         let email = Email::parse(&attempt.email)?;
         let ip = attempt.ip.as_deref();
+        let now = crate::now();
+        if let Some(wait) = self.throttle.blocked(ip, email.as_str(), now) {
+            return Err(Error::TooManyAttempts {
+                retry_after_secs: wait.as_secs().max(1),
+            });
+        }
         let mut candidates = self.store.find_users_by_email(&email).await?;
         if let Some(slug) = attempt.tenant.as_deref().filter(|s| !s.is_empty()) {
             let slug = TenantSlug::parse(slug)?;
@@ -164,11 +194,16 @@ impl Auth {
             0 => {
                 // Same work as a wrong password, so timing does not reveal accounts.
                 password::verify_async(attempt.password, password::dummy_hash().to_owned()).await?;
+                let (failures, wait) = self.count_failure(ip, email.as_str());
                 self.audit(
                     AuditEntry::new(None, None, action::LOGIN_FAILED)
                         .target(email.as_str())
                         .ip(ip)
-                        .detail(serde_json::json!({"reason": "unknown_account"})),
+                        .detail(serde_json::json!({
+                            "reason": "unknown_account",
+                            "failures_from_address": failures,
+                            "address_waits_secs": wait.map(|d| d.as_secs()),
+                        })),
                 )
                 .await?;
                 return Err(Error::Unauthenticated(AuthFailure::InvalidCredentials));
@@ -181,8 +216,17 @@ impl Auth {
                 ));
             }
         };
-        let now = crate::now();
-        if let Some(until) = user.locked_until.filter(|u| *u > now) {
+        // The password is checked even when the account is locked: same time, same answer.
+        let ok = password::verify_async(attempt.password, user.password_hash.clone()).await?;
+        if !ok {
+            return Err(self.fail_login(&user, ip, "wrong_password").await);
+        }
+        let locked = user.locked_until.filter(|u| *u > now);
+        if user.mfa.enabled() {
+            // Passing the second factor also opens a locked account.
+            self.check_second_factor(&user, attempt.totp_code, attempt.recovery_code, ip)
+                .await?;
+        } else if let Some(until) = locked {
             self.audit(
                 AuditEntry::new(Some(user.tenant_id), Some(user.id), action::LOGIN_LOCKED)
                     .target(user.id)
@@ -194,34 +238,36 @@ impl Auth {
                 retry_after_secs: u64::try_from(secs).unwrap_or(1),
             });
         }
-        let ok = password::verify_async(attempt.password, user.password_hash.clone()).await?;
-        if !ok {
-            return Err(self.fail_login(&user, ip, "wrong_password").await);
-        }
-        if user.mfa.enabled() {
-            self.check_second_factor(&user, attempt.totp_code, attempt.recovery_code, ip)
-                .await?;
-        }
+        self.throttle.clear(ip, email.as_str());
         self.store
             .clear_login_failures(user.tenant_id, user.id)
             .await?;
         self.audit(
             AuditEntry::new(Some(user.tenant_id), Some(user.id), action::LOGIN_SUCCEEDED)
                 .target(user.id)
-                .ip(ip),
+                .ip(ip)
+                .detail(serde_json::json!({"unlocked": locked.is_some()})),
         )
         .await?;
         self.issue_session(&user, SessionFamilyId::generate()).await
     }
 
-    /// Count a failure, lock if over the threshold, audit; returns the error to give.
+    /// Count a failure of the address for this email; the failures and the wait begun.
+    fn count_failure(&self, ip: Option<&str>, email: &str) -> (i32, Option<Duration>) {
+        self.throttle
+            .fail(ip, email, crate::now(), |n| self.policy.lock_for(n))
+    }
+
+    /// Count a failure (for the address and for the account), lock the account if over its
+    /// threshold, audit; returns the error to give.
     async fn fail_login(&self, user: &User, ip: Option<&str>, reason: &str) -> Error {
+        let (from_address, wait) = self.count_failure(ip, user.email.as_str());
         let result: Result<()> = async {
             let failures = self
                 .store
                 .record_login_failure(user.tenant_id, user.id)
                 .await?;
-            let lock = self.policy.lock_for(failures);
+            let lock = self.policy.account_lock_for(failures);
             if let Some(d) = lock {
                 self.store
                     .lock_user(user.tenant_id, user.id, crate::now() + to_chrono(d))
@@ -235,6 +281,8 @@ impl Auth {
                         "reason": reason,
                         "failures": failures,
                         "locked_for_secs": lock.map(|d| d.as_secs()),
+                        "failures_from_address": from_address,
+                        "address_waits_secs": wait.map(|d| d.as_secs()),
                     })),
             )
             .await

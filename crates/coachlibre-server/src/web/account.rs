@@ -182,7 +182,16 @@ pub async fn login(
         Err(Error::Locked { retry_after_secs }) => (
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "Too many failed attempts: this account is locked for {} more minute(s).",
+                "Too many failed sign-ins on this account from several places: it is locked \
+                 for {} more minute(s). With two-factor sign-in on, your code opens it now; \
+                 otherwise an administrator can reset your password.",
+                retry_after_secs.div_ceil(60)
+            ),
+        ),
+        Err(Error::TooManyAttempts { retry_after_secs }) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-ins from here: wait {} minute(s) and try again.",
                 retry_after_secs.div_ceil(60)
             ),
         ),

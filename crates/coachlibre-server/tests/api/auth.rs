@@ -77,34 +77,136 @@ async fn logout_revokes_the_session() {
     }
 }
 
+/// Failed sign-ins make one address wait for one email, the same for unknown emails (no
+/// account is revealed), while the owner signs in from elsewhere; guesses from many addresses
+/// lock the account, which only the right password learns, and the second factor opens.
 #[tokio::test]
-async fn wrong_passwords_lock_the_account_with_backoff() {
-    for app in TestApp::each_with(|c| c.auth.lockout_threshold = 3).await {
-        for _ in 0..3 {
-            let r = app.login_reply(ADMIN_EMAIL, "wrong password!").await;
-            assert_eq!(
-                (r.status, r.code()),
-                (StatusCode::UNAUTHORIZED, "invalid_credentials")
-            );
+async fn failed_sign_ins_neither_reveal_accounts_nor_lock_the_owner_out() {
+    let tweak = |c: &mut coachlibre_server::config::Config| {
+        c.auth.lockout_threshold = 3;
+        c.auth.account_lockout_threshold = 5;
+        c.http.trust_forwarded_for = true;
+    };
+    for app in TestApp::each_with(tweak).await {
+        let from = |ip: &str, email: &str, extra: serde_json::Value| {
+            let mut body = json!({"email": email});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let ip = ip.to_owned();
+            let client = app.client.clone();
+            let url = app.url("/api/v1/auth/login");
+            async move {
+                let r = client
+                    .post(url)
+                    .header("x-forwarded-for", ip)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let retry = r.headers().get("retry-after").cloned();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                (status, body, retry)
+            }
+        };
+        let wrong = json!({"password": "wrong password!"});
+        let right = json!({"password": ADMIN_PASSWORD});
+        let code = |r: &(StatusCode, serde_json::Value, _)| {
+            (r.0, r.1["error"]["code"].as_str().unwrap_or("").to_owned())
+        };
+        let unauthorized = (StatusCode::UNAUTHORIZED, "invalid_credentials".to_owned());
+        let waits = (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts".to_owned(),
+        );
+
+        // Enrol a second factor first, keeping its recovery codes.
+        let token = app.admin_token().await;
+        let r = app.post("/api/v1/auth/mfa/enroll", &token, json!({})).await;
+        let secret = decode_base32(r.body["secret"].as_str().unwrap());
+        let now = chrono::Utc::now().timestamp();
+        let first = totp::code_at(&secret, totp::step_of(now));
+        let r = app
+            .post("/api/v1/auth/mfa/verify", &token, json!({"code": first}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let recovery: Vec<String> =
+            serde_json::from_value(r.body["recovery_codes"].clone()).unwrap();
+
+        // One address guessing: after 3 failures it waits, for a real account and an unknown
+        // one alike, even with the right password.
+        for email in [ADMIN_EMAIL, "nobody@example.org"] {
+            for _ in 0..3 {
+                let r = from("203.0.113.7", email, wrong.clone()).await;
+                assert_eq!(code(&r), unauthorized, "{}: {email}", app.backend);
+            }
+            let r = from("203.0.113.7", email, right.clone()).await;
+            assert_eq!(code(&r), waits, "{}: {email} {}", app.backend, r.1);
+            let secs: u64 = r.2.unwrap().to_str().unwrap().parse().unwrap();
+            assert!((1..=30).contains(&secs), "{secs}");
         }
-        // Locked now, even with the right password.
-        let r = app.login_reply(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        // The owner, elsewhere, is not affected.
+        let mfa = json!({"password": ADMIN_PASSWORD, "recovery_code": recovery[0]});
+        let r = from("198.51.100.1", ADMIN_EMAIL, mfa).await;
+        assert_eq!(r.0, StatusCode::OK, "{}: {}", app.backend, r.1);
+
+        // Guesses spread over five addresses lock the account: a wrong password still gets
+        // the answer an unknown email gets; the right one learns of the lock.
+        for i in 1..=5 {
+            let r = from(&format!("192.0.2.{i}"), ADMIN_EMAIL, wrong.clone()).await;
+            assert_eq!(code(&r), unauthorized, "{}", app.backend);
+        }
+        let r = from("192.0.2.99", ADMIN_EMAIL, wrong.clone()).await;
+        assert_eq!(code(&r), unauthorized, "{}", app.backend);
+        let r = from("198.51.100.1", ADMIN_EMAIL, right.clone()).await;
+        assert_eq!(
+            code(&r),
+            (StatusCode::UNAUTHORIZED, "mfa_required".to_owned()),
+            "{}: the password alone never opens a two-factor account",
+            app.backend
+        );
+        // The second factor opens the locked account and clears the lock.
+        let mfa = json!({"password": ADMIN_PASSWORD, "recovery_code": recovery[1]});
+        let r = from("198.51.100.1", ADMIN_EMAIL, mfa).await;
+        assert_eq!(r.0, StatusCode::OK, "{}: {}", app.backend, r.1);
+        app.stop().await;
+    }
+}
+
+/// Without a second factor, a locked account answers the right password with
+/// `account_locked` (and only it), until an admin resets the password.
+#[tokio::test]
+async fn a_locked_account_without_second_factor_is_opened_by_a_reset() {
+    for app in TestApp::each_with(|c| c.auth.account_lockout_threshold = 3).await {
+        let admin = app.admin_token().await;
+        let coach = app.create_user(&admin, "coach@example.org", "coach").await;
+        let password = "password for tests";
+        for _ in 0..3 {
+            let r = app
+                .login_reply("coach@example.org", "wrong password!")
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        }
+        let r = app.login_reply("coach@example.org", password).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::TOO_MANY_REQUESTS, "account_locked"),
-            "{}",
+            "{}: {}",
+            app.backend,
             r.body
         );
-        let secs: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
-        assert!((1..=30).contains(&secs), "{secs}");
-        // Unknown accounts look the same as wrong passwords.
         let r = app
-            .login_reply("nobody@example.org", "whatever password")
+            .post(
+                &format!("/api/v1/users/{coach}/password-reset"),
+                &admin,
+                json!({}),
+            )
             .await;
-        assert_eq!(
-            (r.status, r.code()),
-            (StatusCode::UNAUTHORIZED, "invalid_credentials")
-        );
+        assert_eq!(r.status, StatusCode::OK, "{}: {}", app.backend, r.body);
+        let new_password = r.body["password"].as_str().unwrap().to_owned();
+        let r = app.login_reply("coach@example.org", &new_password).await;
+        assert_eq!(r.status, StatusCode::OK, "{}: {}", app.backend, r.body);
         app.stop().await;
     }
 }
