@@ -71,8 +71,13 @@ impl Coaching {
     /// Whether `actor` may see what concerns `client`.
     async fn sees_client(&self, actor: &Actor, client: UserId) -> Result<bool> {
         Ok(match actor.role {
-            Role::Admin => true,
             _ if actor.user_id == client => true,
+            // Someone of the tenant: an unknown or other tenant's id names nothing.
+            Role::Admin => self
+                .store
+                .get_user(actor.tenant_id, client)
+                .await?
+                .is_some(),
             Role::Coach => {
                 self.store
                     .is_coach_of(actor.tenant_id, actor.user_id, client)

@@ -122,6 +122,35 @@ impl Workflows {
                 ));
             }
         }
+        // Ids written as they are (not placeholders) must name the tenant's own agents and
+        // people: another tenant's ids are refused now rather than failing every run.
+        for step in &w.steps {
+            let (Action::Agent { agent, client, .. } | Action::Tool { agent, client, .. }) =
+                &step.action
+            else {
+                continue;
+            };
+            if let Ok(id) = agent.trim().parse::<uuid::Uuid>()
+                && self
+                    .store
+                    .get_agent(by.tenant(), id.into())
+                    .await?
+                    .is_none()
+            {
+                return Err(Error::invalid(
+                    "definition",
+                    format!("step '{}': there is no agent {id} here", step.id),
+                ));
+            }
+            if let Ok(id) = client.trim().parse::<uuid::Uuid>()
+                && self.store.get_user(by.tenant(), id.into()).await?.is_none()
+            {
+                return Err(Error::invalid(
+                    "definition",
+                    format!("step '{}': there is no client {id} here", step.id),
+                ));
+            }
+        }
         for skill in w.skills() {
             self.catalog.find(by.tenant(), skill).await.map_err(|_| {
                 Error::invalid("definition", format!("there is no skill '{skill}'"))

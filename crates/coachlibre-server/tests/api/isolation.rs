@@ -97,6 +97,13 @@ async fn tenant_a_never_reaches_tenant_b() {
                     "/api/v1/api-keys".into(),
                     Some(json!({"name": "x", "scopes": ["read"], "user_id": id})),
                 ),
+                (Method::GET, format!("/api/v1/clients/{id}/profile"), None),
+                (
+                    Method::PUT,
+                    format!("/api/v1/clients/{id}/profile"),
+                    Some(json!({"name": "Mallory"})),
+                ),
+                (Method::GET, format!("/api/v1/clients/{id}/memories"), None),
             ];
             for (method, path, body) in attempts {
                 let r = app.call(method.clone(), &path, Some(&a), body).await;
@@ -119,7 +126,36 @@ async fn tenant_a_never_reaches_tenant_b() {
             )
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
-        assert!(tried >= 24);
+        assert!(tried >= 33);
+        // An unknown id is no different.
+        let nobody = uuid::Uuid::now_v7();
+        let r = app
+            .get(&format!("/api/v1/clients/{nobody}/profile"), &a)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+
+        // A workflow naming B's client (or an agent id A does not have) is refused at save.
+        for (agent, client) in [
+            ("{{input.agent}}".to_owned(), b_client.id.to_string()),
+            (nobody.to_string(), "{{input.client}}".to_owned()),
+        ] {
+            let r = app
+                .post(
+                    "/api/v1/workflows",
+                    &a,
+                    json!({"definition": {"name": "cross", "steps": [{"id": "s",
+                        "kind": "agent", "agent": agent, "client": client, "message": "hi"}]}}),
+                )
+                .await;
+            assert_eq!(
+                (r.status, r.code()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
+                "{}: {}",
+                app.backend,
+                r.body
+            );
+            assert!(r.body.to_string().contains("there is no"), "{}", r.body);
+        }
 
         // Lists show nothing of B.
         for path in [
