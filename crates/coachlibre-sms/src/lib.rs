@@ -154,9 +154,11 @@ impl Sms {
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => Error::not_found("agent"),
-                StoreError::Conflict(_) => {
-                    Error::Conflict(format!("{} is already registered", n.number))
-                }
+                StoreError::Conflict(_) => Error::Conflict(format!(
+                    "{} is already registered here, or is not available on this server (the \
+                     server's operator can tell why)",
+                    n.number
+                )),
                 other => other.into(),
             })?;
         self.audit(
