@@ -253,6 +253,9 @@ pub struct HttpConfig {
     /// Mark the web app's cookies `Secure` (set it when browsers reach the server over TLS;
     /// behind a trusted proxy, `X-Forwarded-Proto: https` does the same per request).
     pub secure_cookies: bool,
+    /// Bearer token that Prometheus sends to read `/metrics` (`authorization` in its scrape
+    /// config). Without one, `/metrics` answers the machine itself (loopback) only.
+    pub metrics_token: Option<Secret>,
 }
 
 /// Token-bucket rate limits.
@@ -329,6 +332,7 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             trust_forwarded_for: false,
             secure_cookies: false,
+            metrics_token: None,
         }
     }
 }

@@ -256,10 +256,18 @@ pub fn app(state: AppState) -> Router {
                 .max_age(Duration::from_secs(3600)),
         );
     }
+    app = app.layer(from_fn_with_state(
+        Arc::new(config.http.clone()),
+        middleware::transport_headers,
+    ));
     let security_headers = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "no-referrer"),
+        (
+            HeaderName::from_static("permissions-policy"),
+            "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()",
+        ),
         (
             header::CONTENT_SECURITY_POLICY,
             "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \

@@ -94,3 +94,42 @@ pub async fn require_auth(State(state): State<AppState>, mut req: Request, next:
     req.extensions_mut().insert(actor);
     next.run(req).await
 }
+
+/// Whether the browser came over TLS to a trusted proxy that says so (`X-Forwarded-Proto`).
+pub(crate) fn forwarded_https(
+    http: &crate::config::HttpConfig,
+    headers: &header::HeaderMap,
+) -> bool {
+    http.trust_forwarded_for
+        && headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
+/// Headers that depend on the request: `Cache-Control: no-store` unless the handler chose
+/// caching (pages, data and tokens are per person: no shared or browser cache keeps them), and
+/// `Strict-Transport-Security` when the browser came over TLS (`http.secure_cookies`, or a
+/// trusted proxy's `X-Forwarded-Proto: https`).
+pub async fn transport_headers(
+    State(http): State<std::sync::Arc<crate::config::HttpConfig>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let tls = http.secure_cookies || forwarded_https(&http, req.headers());
+    let mut res = next.run(req).await;
+    let headers = res.headers_mut();
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            header::HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    res
+}

@@ -64,11 +64,7 @@ fn secure(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// Whether a trusted proxy (`http.trust_forwarded_for`) says the request came over TLS.
 pub(crate) fn forwarded_https(state: &AppState, headers: &HeaderMap) -> bool {
-    state.config.http.trust_forwarded_for
-        && headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+    crate::middleware::forwarded_https(&state.config.http, headers)
 }
 
 /// A `Set-Cookie` value; `max_age` 0 deletes the cookie.

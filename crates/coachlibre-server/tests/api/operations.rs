@@ -25,7 +25,11 @@ async fn probes_metrics_and_docs() {
             .json()
             .await
             .unwrap();
-        assert_eq!(r["database"], app.backend);
+        assert_eq!(
+            r,
+            serde_json::json!({"status": "ok"}),
+            "names nothing behind it"
+        );
 
         // A request to count, then the metrics show it by route template and status.
         let token = app.admin_token().await;
@@ -157,6 +161,69 @@ async fn cors_allows_only_configured_origins() {
         );
         let r = preflight("https://evil.example.com").await.unwrap();
         assert!(!r.headers().contains_key("access-control-allow-origin"));
+        app.stop().await;
+    }
+}
+
+/// Private answers are not cached, browsers get the permissions policy, HSTS comes with TLS,
+/// and `/metrics` needs its token when one is configured.
+#[tokio::test]
+async fn transport_headers_and_metrics_access() {
+    let tweak = |c: &mut coachlibre_server::config::Config| {
+        c.http.trust_forwarded_for = true;
+        c.http.metrics_token = Some(coachlibre_server::config::Secret::new("scrape me"));
+    };
+    for app in TestApp::each_with(tweak).await {
+        let r = app.client.get(app.url("/login")).send().await.unwrap();
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert!(
+            r.headers()["permissions-policy"]
+                .to_str()
+                .unwrap()
+                .contains("camera=()")
+        );
+        assert!(r.headers().get("strict-transport-security").is_none());
+        let r = app
+            .client
+            .get(app.url("/login"))
+            .header("x-forwarded-proto", "https")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.headers()["strict-transport-security"]
+                .to_str()
+                .unwrap()
+                .starts_with("max-age=")
+        );
+
+        let metrics = |auth: Option<&'static str>| {
+            let mut rb = app.client.get(app.url("/metrics"));
+            if let Some(a) = auth {
+                rb = rb.header("authorization", a);
+            }
+            async move { rb.send().await.unwrap().status() }
+        };
+        assert_eq!(metrics(None).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            metrics(Some("Bearer wrong")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(metrics(Some("Bearer scrape me")).await, StatusCode::OK);
+        app.stop().await;
+    }
+    // Without a token: this machine only.
+    for app in TestApp::each_with(|c| c.http.trust_forwarded_for = true).await {
+        let r = app
+            .client
+            .get(app.url("/metrics"))
+            .header("x-forwarded-for", "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
         app.stop().await;
     }
 }
