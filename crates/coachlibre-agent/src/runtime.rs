@@ -66,6 +66,11 @@ pub enum TurnFinish {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum TurnEvent {
+    /// The model is busy: the answer starts once `ahead` requests before it are served.
+    Waiting {
+        ahead: usize,
+        message: String,
+    },
     Token {
         text: String,
     },
@@ -102,6 +107,7 @@ impl TurnEvent {
     /// The SSE event name.
     pub fn name(&self) -> &'static str {
         match self {
+            Self::Waiting { .. } => "waiting",
             Self::Token { .. } => "token",
             Self::ToolCall { .. } => "tool_call",
             Self::ToolResult { .. } => "tool_result",
@@ -260,13 +266,13 @@ impl Runtime {
     pub fn start(&self, req: TurnRequest) -> mpsc::Receiver<TurnEvent> {
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let rt = self.clone();
-        tokio::spawn(async move {
+        tokio::spawn(coachlibre_core::model::Priority::carry(async move {
             let sink = Sink(Some(tx));
             if let Err(e) = rt.run(req, &sink).await {
                 tracing::error!(error = %e, "turn failed");
                 sink.emit(error_event(&e)).await;
             }
-        });
+        }));
         rx
     }
 
@@ -1083,6 +1089,16 @@ async fn consume(mut stream: coachlibre_core::model::ChatStream, sink: &Sink) ->
                 }
             }
             Some(Ok(ChatEvent::ToolCall(c))) => calls.push(c),
+            Some(Ok(ChatEvent::Waiting { ahead })) => {
+                let message = if ahead == 0 {
+                    "The coach is finishing another answer; yours comes next.".to_owned()
+                } else {
+                    format!("The coach is busy: {ahead} answer(s) before yours.")
+                };
+                if !sink.emit(TurnEvent::Waiting { ahead, message }).await {
+                    return StepEnd::Cancelled(text);
+                }
+            }
             Some(Ok(ChatEvent::Done { usage, finish })) => {
                 return StepEnd::Done(Step {
                     text,

@@ -425,7 +425,7 @@ impl Handler for RunAnalysis {
             {
                 let catalog = self.catalog.clone();
                 let (tenant, input) = (job.tenant_id, input.clone());
-                running.spawn(async move {
+                running.spawn(coachlibre_core::model::Priority::carry(async move {
                     let out =
                         tokio::time::timeout(SKILL_TIMEOUT, catalog.run(tenant, &skill, &input))
                             .await;
@@ -449,7 +449,7 @@ impl Handler for RunAnalysis {
                             error: Some(format!("timed out after {} s", SKILL_TIMEOUT.as_secs())),
                         },
                     }
-                });
+                }));
             }
             let Some(next) = running.join_next().await else {
                 break;

@@ -151,6 +151,9 @@ pub enum FinishReason {
 /// One step of a streamed answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ChatEvent {
+    /// The model is busy: the request waits behind `ahead` others before it starts (sent at
+    /// most once, first, by models that queue).
+    Waiting { ahead: usize },
     /// Generated text.
     Token(String),
     /// A complete, parsed tool call.
@@ -223,4 +226,35 @@ pub trait ModelSource: Send + Sync {
     fn chat(&self, name: &str) -> Result<std::sync::Arc<dyn ChatModel>, ModelError>;
     /// The embedding model for memories, if one is available.
     fn embedder(&self) -> Option<std::sync::Arc<dyn EmbeddingModel>>;
+}
+
+/// Who waits for a model: a person in a conversation, or background work (skills, workflows,
+/// analyses) of a tenant. A model that queues serves people first, and lets no tenant's
+/// background work fill its waiting line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Background {
+        tenant: crate::ids::TenantId,
+    },
+}
+
+tokio::task_local! {
+    /// The priority of the work the current task does (set around background jobs).
+    pub static PRIORITY: Priority;
+}
+
+impl Priority {
+    /// The current task's priority: interactive unless it runs inside
+    /// [`PRIORITY`]`.scope(...)`.
+    pub fn current() -> Self {
+        PRIORITY.try_with(|p| *p).unwrap_or_default()
+    }
+
+    /// `fut`, run with the current task's priority (for work it spawns: task-locals do not
+    /// cross `tokio::spawn`).
+    pub fn carry<F: std::future::Future>(fut: F) -> impl std::future::Future<Output = F::Output> {
+        PRIORITY.scope(Self::current(), fut)
+    }
 }

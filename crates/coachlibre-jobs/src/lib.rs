@@ -120,6 +120,12 @@ pub trait Handler: Send + Sync {
     fn rerun_after_crash(&self) -> bool {
         false
     }
+
+    /// Whether the job answers a person who waits (an inbound text): its model calls are
+    /// then served like a conversation's, not after other background work.
+    fn serves_a_person(&self) -> bool {
+        false
+    }
 }
 
 /// Handlers by job kind.

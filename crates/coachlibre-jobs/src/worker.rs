@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use coachlibre_core::ids::{JobId, TenantId};
 use coachlibre_core::job::{Job, JobStatus, Outcome, backoff};
+use coachlibre_core::model::{PRIORITY, Priority};
 use rand::Rng;
 use tokio::sync::{Mutex, mpsc};
 use tokio::task::AbortHandle;
@@ -322,7 +323,16 @@ async fn attempt(
             };
             let timeout = handler.timeout();
             // A panicking handler must not take the worker down: run it in its own task.
-            let run = tokio::spawn(async move { handler.run(&ctx, &job).await });
+            // Models serve people before background work (see `Priority`), unless the job
+            // answers a person (an inbound text).
+            let priority = if handler.serves_a_person() {
+                Priority::Interactive
+            } else {
+                Priority::Background { tenant }
+            };
+            let run = tokio::spawn(
+                PRIORITY.scope(priority, async move { handler.run(&ctx, &job).await }),
+            );
             let _stop = AbortOnDrop(run.abort_handle());
             let result = tokio::time::timeout(timeout, run).await;
             let retry_at = || {

@@ -568,3 +568,52 @@ async fn a_job_lost_with_its_process_is_quarantined_unless_its_kind_reruns() {
         task.await.unwrap();
     }
 }
+
+/// Reports the priority its model calls would have.
+struct Spy;
+
+#[async_trait::async_trait]
+impl coachlibre_jobs::Handler for Spy {
+    async fn run(
+        &self,
+        _: &coachlibre_jobs::JobContext,
+        _: &Job,
+    ) -> Result<serde_json::Value, coachlibre_jobs::JobError> {
+        let here = coachlibre_core::model::Priority::current();
+        // And in work it spawns, carried along.
+        let spawned = tokio::spawn(coachlibre_core::model::Priority::carry(async {
+            coachlibre_core::model::Priority::current()
+        }))
+        .await
+        .map_err(|e| coachlibre_jobs::JobError::Permanent(e.to_string()))?;
+        Ok(json!([format!("{here:?}"), format!("{spawned:?}")]))
+    }
+}
+
+/// Jobs run as their tenant's background work, so models serve people before them.
+#[tokio::test]
+async fn jobs_run_as_their_tenants_background_work() {
+    let w = worlds().await.remove(0);
+    let mut registry = Registry::builtin();
+    registry.register("test.spy", Arc::new(Spy));
+    let jobs = Jobs::new(w.store.clone(), registry);
+    let id = jobs
+        .enqueue(NewJob::new(w.tenant, "test.spy", json!({})))
+        .await
+        .unwrap()
+        .0
+        .id;
+    let (stop, task) = start(&jobs, fast());
+    let done = wait_for(&w, id, JobStatus::Succeeded).await;
+    let want = format!(
+        "{:?}",
+        coachlibre_core::model::Priority::Background { tenant: w.tenant }
+    );
+    assert_eq!(done.result, Some(json!([want.clone(), want])));
+    assert_eq!(
+        coachlibre_core::model::Priority::current(),
+        coachlibre_core::model::Priority::Interactive
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+}

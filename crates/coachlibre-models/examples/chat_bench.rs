@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     text.push_str(&t);
                 }
                 ChatEvent::Done { usage: u, .. } => usage = Some(u),
-                ChatEvent::ToolCall(_) => {}
+                ChatEvent::ToolCall(_) | ChatEvent::Waiting { .. } => {}
             }
         }
         let total = start.elapsed().as_secs_f64();

@@ -10,6 +10,7 @@ use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, FinishReason, GenerationParams, ModelError,
     ToolSpec,
 };
+use coachlibre_core::model::{PRIORITY, Priority};
 use coachlibre_models::EmbeddedModel;
 use coachlibre_models::embedded::{EmbeddedChat, EngineOptions};
 use futures_util::StreamExt;
@@ -178,10 +179,35 @@ async fn dropping_the_stream_cancels_and_the_queue_is_bounded() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("a full queue must refuse"),
     }
-    // Dropping the first stream cancels it and frees the slot for the waiting one.
+    // Background work has its own line, a share of it per tenant: it does not take a
+    // person's place, and one tenant cannot fill it.
+    let tenant = coachlibre_core::ids::TenantId::generate();
+    let background = Priority::Background { tenant };
+    let in_background = {
+        let m = model.clone();
+        tokio::spawn(PRIORITY.scope(background, async move {
+            answer(&m, greedy("Say yes.", 4)).await
+        }))
+    };
+    while model.queued() < 2 {
+        tokio::task::yield_now().await;
+    }
+    match PRIORITY
+        .scope(background, model.chat(greedy("Say no.", 4)))
+        .await
+    {
+        Err(ModelError::Unavailable(m)) => assert!(m.contains("organisation"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a tenant's share of the background line is bounded"),
+    }
+    // Dropping the first stream cancels it and frees the slot for the waiting one, which
+    // was told it waits.
     drop(holder);
     let (text, events) = waiting.await.unwrap();
     assert!(!text.is_empty());
+    assert_eq!(events.first(), Some(&ChatEvent::Waiting { ahead: 0 }));
+    assert!(matches!(events.last(), Some(ChatEvent::Done { .. })));
+    let (_, events) = in_background.await.unwrap();
     assert!(matches!(events.last(), Some(ChatEvent::Done { .. })));
     assert_eq!(model.queued(), 0);
 }

@@ -94,7 +94,15 @@ async function readEvents(res, handle) {
 
 function onEvent(name, data, ui) {
   switch (name) {
+    case "waiting": {
+      // Said once, removed when the answer starts.
+      const note = el("p", "note waiting", data.message);
+      note.setAttribute("role", "status");
+      ui.answer.append(note);
+      break;
+    }
     case "token":
+      ui.answer.querySelector("p.waiting")?.remove();
       ui.text.textContent += data.text;
       break;
     case "tool_call":

@@ -288,6 +288,8 @@ async fn call_model(
             ChatEvent::Token(t) => text.push_str(&t),
             ChatEvent::ToolCall(c) => calls.push(c),
             ChatEvent::Done { usage: u, .. } => usage = u,
+            // Background work waits its turn silently.
+            ChatEvent::Waiting { .. } => {}
         }
     }
     Ok((text, calls, usage))

@@ -313,6 +313,11 @@ impl Handler for ReplySms {
         true
     }
 
+    /// A client who texted waits for the answer.
+    fn serves_a_person(&self) -> bool {
+        true
+    }
+
     async fn run(&self, ctx: &JobContext, job: &Job) -> std::result::Result<Value, JobError> {
         let p: ReplyPayload = serde_json::from_value(job.payload.clone())
             .map_err(|e| JobError::Permanent(format!("bad sms.reply payload: {e}")))?;

@@ -899,7 +899,7 @@ impl RunWorkflow {
                     self.retry_delay,
                 );
                 let earlier = st.attempts;
-                running.spawn(async move {
+                running.spawn(coachlibre_core::model::Priority::carry(async move {
                     let mut attempts = earlier;
                     let mut wait = delay;
                     loop {
@@ -915,7 +915,7 @@ impl RunWorkflow {
                             }
                         }
                     }
-                });
+                }));
             }
             if progressed {
                 // An instant step finished: its dependents may be ready now.

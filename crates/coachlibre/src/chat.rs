@@ -57,6 +57,7 @@ pub async fn run(config: &Config, args: ChatArgs) -> anyhow::Result<()> {
                 out.flush()?;
             }
             ChatEvent::ToolCall(c) => writeln!(out, "\n[tool call {}: {}]", c.name, c.arguments)?,
+            ChatEvent::Waiting { ahead } => eprintln!("[the model is busy: {ahead} before this]"),
             ChatEvent::Done { usage, finish } => {
                 writeln!(out)?;
                 eprintln!(

@@ -1,21 +1,22 @@
 //! The embedded chat model: SmolLM2-135M-Instruct through llama.cpp.
 //!
 //! Each turn runs on a blocking thread with its own llama.cpp context (the model weights are
-//! shared, memory-mapped once). Generation is admitted through a FIFO semaphore, so concurrent
-//! chats are served in turn instead of thrashing the cores, and the waiting line is bounded:
-//! past it a request fails at once with a transient error (a fallback model can take it).
+//! shared, memory-mapped once). Generation is admitted through a [`Gate`], so concurrent chats
+//! are served in turn instead of thrashing the cores: people in a conversation before
+//! background work, tenants' background work in turn. The waiting lines are bounded: past
+//! them a request fails at once with a transient error (a fallback model can take it); a
+//! request that must wait says so first ([`ChatEvent::Waiting`]).
 //! Tokens are sent as they are produced; when the consumer drops the stream, the next send
 //! fails and generation stops.
 
 use std::num::NonZeroU32;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use coachlibre_core::model::{
     ChatEvent, ChatMessage, ChatModel, ChatRequest, ChatRole, ChatStream, FinishReason,
-    GenerationParams, ModelError, ToolSpec, Usage,
+    GenerationParams, ModelError, Priority, ToolSpec, Usage,
 };
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -23,7 +24,9 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
+
+use super::gate::{Admission, Gate, Refused};
 
 use super::text::{Step, StopWatch, Utf8Buffer};
 use crate::toolcall::{self, Parsed, StreamSplitter};
@@ -83,8 +86,7 @@ pub struct EmbeddedChat {
     name: String,
     loaded: Arc<Loaded>,
     options: EngineOptions,
-    slots: Arc<Semaphore>,
-    waiting: Arc<AtomicUsize>,
+    gate: Gate,
 }
 
 impl std::fmt::Debug for EmbeddedChat {
@@ -120,8 +122,7 @@ impl EmbeddedChat {
         };
         Ok(Self {
             name: name.to_owned(),
-            slots: Arc::new(Semaphore::new(options.max_concurrent.max(1))),
-            waiting: Arc::new(AtomicUsize::new(0)),
+            gate: Gate::new(options.max_concurrent.max(1), options.max_queue),
             loaded: Arc::new(Loaded {
                 model,
                 template,
@@ -133,7 +134,7 @@ impl EmbeddedChat {
 
     /// Requests waiting for a generation slot.
     pub fn queued(&self) -> usize {
-        self.waiting.load(Ordering::SeqCst)
+        self.gate.waiting()
     }
 
     /// The prompt text for a request, in the model's own chat template.
@@ -355,15 +356,6 @@ fn generate(
     Ok(())
 }
 
-/// Releases the waiting-line place when a request stops waiting, however it stops.
-struct Waiting(Arc<AtomicUsize>);
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 #[async_trait]
 impl ChatModel for EmbeddedChat {
     fn name(&self) -> &str {
@@ -372,31 +364,50 @@ impl ChatModel for EmbeddedChat {
 
     async fn chat(&self, request: ChatRequest) -> Result<ChatStream, ModelError> {
         let prompt = self.render_prompt(&request)?;
-        let permit =
-            match self.slots.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.options.max_queue {
-                        self.waiting.fetch_sub(1, Ordering::SeqCst);
-                        return Err(ModelError::Unavailable(format!(
-                            "{} is busy: {} requests already waiting",
-                            self.name, self.options.max_queue
-                        )));
-                    }
-                    let _waiting = Waiting(self.waiting.clone());
-                    self.slots.clone().acquire_owned().await.map_err(|_| {
-                        ModelError::Unavailable("the engine is shutting down".into())
-                    })?
+        let admission = self.gate.admit(Priority::current()).map_err(|r| {
+            ModelError::Unavailable(match r {
+                Refused::Full { waiting } => {
+                    format!("{} is busy: {waiting} requests already waiting", self.name)
                 }
-            };
+                Refused::TenantShare { share } => format!(
+                    "{} is busy: this organisation already has {share} background requests \
+                     waiting",
+                    self.name
+                ),
+            })
+        })?;
         let (tx, rx) = mpsc::channel(32);
         let engine = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            if let Err(e) = generate(&engine, &request, &prompt, &tx) {
-                let _ = tx.blocking_send(Err(e));
+        let run = move |slot, tx: mpsc::Sender<_>| {
+            tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                if let Err(e) = generate(&engine, &request, &prompt, &tx) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
+        };
+        match admission {
+            Admission::Now(slot) => run(slot, tx),
+            Admission::Later { ahead, slot } => {
+                let _ = tx.try_send(Ok(ChatEvent::Waiting { ahead }));
+                tokio::spawn(async move {
+                    tokio::select! {
+                        slot = slot => match slot {
+                            Ok(slot) => run(slot, tx),
+                            Err(_) => {
+                                let _ = tx
+                                    .send(Err(ModelError::Unavailable(
+                                        "the engine is shutting down".into(),
+                                    )))
+                                    .await;
+                            }
+                        },
+                        // Whoever asked went away: leave the line.
+                        () = tx.closed() => {}
+                    }
+                });
             }
-        });
+        }
         Ok(Box::pin(futures_util::stream::unfold(
             rx,
             |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },

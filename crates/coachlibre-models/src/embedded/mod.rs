@@ -9,6 +9,7 @@
 pub mod bert;
 pub mod chat;
 pub mod embed;
+pub mod gate;
 pub mod gguf;
 pub mod text;
 

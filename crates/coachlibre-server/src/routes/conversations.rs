@@ -175,7 +175,8 @@ pub fn sse_of(rx: mpsc::Receiver<TurnEvent>) -> Sse<impl Stream<Item = Result<Ev
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-/// Send a message and stream the agent's turn as Server-Sent Events: `token` (`{text}`),
+/// Send a message and stream the agent's turn as Server-Sent Events: `waiting`
+/// (`{ahead, message}`, once, when the model is busy and the turn waits its turn), `token` (`{text}`),
 /// `tool_call` (`{id, name, arguments}`), `tool_result` (`{id, name, ok, result}`),
 /// `approval_required` (`{approval_id, tool, arguments}`), then `done` (`{message_id,
 /// finish, usage}`) or `error` (`{code, message}`). Closing the connection cancels
