@@ -661,6 +661,8 @@ pub trait KnowledgeStore {
         model: &str,
         limit: i64,
     ) -> StoreResult<Vec<Chunk>>;
+    /// How many chunks (passages) the tenant has.
+    async fn count_chunks(&self, tenant: TenantId) -> StoreResult<u64>;
     /// How many of the tenant's chunks were not embedded by `model`.
     async fn count_chunks_not_embedded_by(&self, tenant: TenantId, model: &str)
     -> StoreResult<u64>;

@@ -112,6 +112,28 @@ pub enum Upload {
     Unchanged,
 }
 
+/// How much one tenant may put in its library, so that no tenant's upload holds the shared
+/// ingestion for long or fills the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Passages one document may make.
+    pub document_passages: usize,
+    /// Passages a tenant may have in all.
+    pub tenant_passages: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            document_passages: 10_000,
+            tenant_passages: 200_000,
+        }
+    }
+}
+
+/// Batches a document is embedded in before the ingestion turns to another tenant's work.
+const SLICE_BATCHES: usize = 4;
+
 /// The knowledge service (cheap to clone).
 #[derive(Clone)]
 pub struct Knowledge {
@@ -122,6 +144,7 @@ pub struct Knowledge {
     building: Arc<tokio::sync::Mutex<()>>,
     queue: mpsc::UnboundedSender<(TenantId, DocumentId)>,
     policy: ChunkPolicy,
+    limits: Limits,
     http: reqwest::Client,
     allow_private_urls: bool,
     /// Where "document ready" is published.
@@ -156,6 +179,7 @@ impl Knowledge {
             building: Arc::default(),
             queue: tx,
             policy: ChunkPolicy::default(),
+            limits: Limits::default(),
             http: fetch::client(
                 "CoachLibre knowledge import",
                 std::time::Duration::from_secs(30),
@@ -216,6 +240,12 @@ impl Knowledge {
     /// ingestion worker too; the first sink set stays).
     pub fn set_events(&self, sink: Arc<dyn EventSink>) {
         self.events.set(sink);
+    }
+
+    /// What one tenant may store (see [`Limits`]).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Allow URL imports from loopback and private networks (off by default: a coach could
@@ -479,6 +509,8 @@ impl Knowledge {
             ExtractError::TooLarge(_) => Error::TooLarge(e.to_string()),
             other => Error::invalid("file", other.to_string()),
         })?;
+        self.check_limits(c.tenant_id, &text, existing.as_ref())
+            .await?;
         let now = coachlibre_core::now();
         let (doc, outcome) = match existing {
             Some(mut d) => {
@@ -523,6 +555,36 @@ impl Knowledge {
         };
         let _ = self.queue.send((doc.tenant_id, doc.id));
         Ok((doc, outcome))
+    }
+
+    /// Refuse a text that would make more passages than a document or its tenant may have
+    /// (`replacing`: the version it replaces, whose passages go).
+    async fn check_limits(
+        &self,
+        tenant: TenantId,
+        text: &str,
+        replacing: Option<&Document>,
+    ) -> Result<()> {
+        let passages = chunk_text(text, self.policy).len();
+        let limit = self.limits.document_passages;
+        if passages > limit {
+            return Err(Error::TooLarge(format!(
+                "the document would make {passages} passages; one document may make {limit}: \
+                 split it into smaller files"
+            )));
+        }
+        let have = self.store.count_chunks(tenant).await?;
+        let freed = replacing.map_or(0, |d| u64::try_from(d.chunks_total).unwrap_or(0));
+        let after = have.saturating_sub(freed) + passages as u64;
+        let limit = self.limits.tenant_passages;
+        if after > limit {
+            return Err(Error::TooLarge(format!(
+                "the library would hold {after} passages; this organisation may hold {limit}: \
+                 remove documents first, or ask the server's operator to raise \
+                 knowledge.max_tenant_passages"
+            )));
+        }
+        Ok(())
     }
 
     pub async fn document(&self, actor: &Actor, id: DocumentId) -> Result<Document> {
@@ -595,34 +657,86 @@ impl Knowledge {
 
     // ---- ingestion
 
+    /// Ingest queued documents fairly: tenants take turns, and a large document is embedded a
+    /// slice at a time ([`SLICE_BATCHES`] batches), so another tenant's small document passes
+    /// it instead of waiting for all of it.
     async fn worker(self, mut rx: mpsc::UnboundedReceiver<(TenantId, DocumentId)>) {
-        while let Some((tenant, id)) = rx.recv().await {
-            if let Err(e) = self.ingest(tenant, id).await {
-                tracing::error!(document = %id, error = %e, "ingestion failed");
-                if let Ok(Some(mut d)) = self.store.get_document(tenant, id).await {
-                    d.status = DocumentStatus::Failed;
-                    d.error = Some("ingestion failed; upload the file again".into());
-                    d.updated_at = coachlibre_core::now();
-                    let _ = self.store.set_document_progress(&d).await;
+        let mut lanes = Lanes::default();
+        loop {
+            while let Ok((tenant, id)) = rx.try_recv() {
+                lanes.push(tenant, id);
+            }
+            let Some(tenant) = lanes.next_tenant() else {
+                match rx.recv().await {
+                    Some((tenant, id)) => lanes.push(tenant, id),
+                    None => return,
+                }
+                continue;
+            };
+            let work = match lanes.active.remove(&tenant) {
+                Some(w) => Some(w),
+                None => match lanes.take_document(tenant) {
+                    Some(id) => match self.begin(tenant, id).await {
+                        Ok(w) => w,
+                        Err(e) => {
+                            self.failed(tenant, id, &e).await;
+                            None
+                        }
+                    },
+                    None => None,
+                },
+            };
+            if let Some(mut w) = work {
+                match self.embed_slice(&mut w, SLICE_BATCHES).await {
+                    Ok(true) => {
+                        let id = w.doc.id;
+                        if let Err(e) = self.finish(w).await {
+                            self.failed(tenant, id, &e).await;
+                        }
+                    }
+                    Ok(false) => {
+                        lanes.active.insert(tenant, w);
+                    }
+                    Err(e) => self.failed(tenant, w.doc.id, &e).await,
                 }
             }
+            lanes.requeue(tenant);
+        }
+    }
+
+    async fn failed(&self, tenant: TenantId, id: DocumentId, e: &Error) {
+        tracing::error!(document = %id, error = %e, "ingestion failed");
+        if let Ok(Some(mut d)) = self.store.get_document(tenant, id).await {
+            d.status = DocumentStatus::Failed;
+            d.error = Some("ingestion failed; upload the file again".into());
+            d.updated_at = coachlibre_core::now();
+            let _ = self.store.set_document_progress(&d).await;
         }
     }
 
     /// Chunk, embed and store one document (skips documents no longer pending, e.g. when
     /// queued twice).
     pub async fn ingest(&self, tenant: TenantId, id: DocumentId) -> Result<()> {
-        let Some(mut d) = self.store.get_document(tenant, id).await? else {
+        let Some(mut w) = self.begin(tenant, id).await? else {
             return Ok(());
+        };
+        while !self.embed_slice(&mut w, usize::MAX).await? {}
+        self.finish(w).await
+    }
+
+    /// Chunk a pending document and mark it processing; `None` if there is nothing to do.
+    async fn begin(&self, tenant: TenantId, id: DocumentId) -> Result<Option<Ingesting>> {
+        let Some(mut d) = self.store.get_document(tenant, id).await? else {
+            return Ok(None);
         };
         if !matches!(
             d.status,
             DocumentStatus::Pending | DocumentStatus::Processing
         ) {
-            return Ok(());
+            return Ok(None);
         }
         let Some(text) = self.store.document_text(tenant, id).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let spans = chunk_text(&text, self.policy);
         d.status = DocumentStatus::Processing;
@@ -630,7 +744,7 @@ impl Knowledge {
         d.chunks_done = 0;
         d.updated_at = coachlibre_core::now();
         self.store.set_document_progress(&d).await?;
-        let mut chunks: Vec<Chunk> = spans
+        let chunks: Vec<Chunk> = spans
             .iter()
             .enumerate()
             .map(|(i, s)| Chunk {
@@ -646,21 +760,46 @@ impl Knowledge {
                 embedding: None,
             })
             .collect();
-        if let Some(e) = &self.embedder {
-            for batch in chunks.chunks_mut(EMBED_BATCH) {
-                let texts: Vec<String> = batch.iter().map(Chunk::indexed_text).collect();
-                let vectors = e
-                    .embed(&texts)
-                    .await
-                    .map_err(|e| Error::Internal(format!("embedding: {e}")))?;
-                for (c, v) in batch.iter_mut().zip(vectors) {
-                    c.embedding = Some(v);
-                }
-                d.chunks_done += i32::try_from(batch.len()).unwrap_or(0);
-                d.updated_at = coachlibre_core::now();
-                self.store.set_document_progress(&d).await?;
+        Ok(Some(Ingesting {
+            doc: d,
+            chunks,
+            embedded: 0,
+        }))
+    }
+
+    /// Embed up to `batches` more batches of the document; whether it is all embedded.
+    async fn embed_slice(&self, w: &mut Ingesting, batches: usize) -> Result<bool> {
+        let Some(e) = &self.embedder else {
+            return Ok(true);
+        };
+        for _ in 0..batches {
+            let end = (w.embedded + EMBED_BATCH).min(w.chunks.len());
+            if w.embedded >= end {
+                return Ok(true);
             }
+            let batch = &mut w.chunks[w.embedded..end];
+            let texts: Vec<String> = batch.iter().map(Chunk::indexed_text).collect();
+            let vectors = e
+                .embed(&texts)
+                .await
+                .map_err(|e| Error::Internal(format!("embedding: {e}")))?;
+            for (c, v) in batch.iter_mut().zip(vectors) {
+                c.embedding = Some(v);
+            }
+            w.embedded = end;
+            w.doc.chunks_done = i32::try_from(end).unwrap_or(i32::MAX);
+            w.doc.updated_at = coachlibre_core::now();
+            self.store.set_document_progress(&w.doc).await?;
         }
+        Ok(w.embedded >= w.chunks.len())
+    }
+
+    /// Store the passages of an embedded document and say it is ready.
+    async fn finish(&self, w: Ingesting) -> Result<()> {
+        let Ingesting {
+            doc: mut d, chunks, ..
+        } = w;
+        let tenant = d.tenant_id;
         d.status = DocumentStatus::Ready;
         d.chunks_done = d.chunks_total;
         d.error = None;
@@ -998,6 +1137,60 @@ impl KnowledgeSource for Knowledge {
 }
 
 /// A document's source name: a file name or URL, trimmed, 1 to 500 characters.
+/// A document being ingested: its passages, embedded up to `embedded`.
+struct Ingesting {
+    doc: Document,
+    chunks: Vec<Chunk>,
+    embedded: usize,
+}
+
+/// The ingestion's work, per tenant, and whose turn it is.
+#[derive(Default)]
+struct Lanes {
+    /// Documents waiting, per tenant, in the order they came.
+    waiting: HashMap<TenantId, std::collections::VecDeque<DocumentId>>,
+    /// The document each tenant has under way.
+    active: HashMap<TenantId, Ingesting>,
+    /// Tenants with work, in turn.
+    ring: std::collections::VecDeque<TenantId>,
+}
+
+impl Lanes {
+    fn push(&mut self, tenant: TenantId, id: DocumentId) {
+        let q = self.waiting.entry(tenant).or_default();
+        if q.contains(&id) {
+            return;
+        }
+        q.push_back(id);
+        if !self.ring.contains(&tenant) {
+            self.ring.push_back(tenant);
+        }
+    }
+
+    /// The tenant whose turn it is (taken off the ring; see [`Lanes::requeue`]).
+    fn next_tenant(&mut self) -> Option<TenantId> {
+        self.ring.pop_front()
+    }
+
+    fn take_document(&mut self, tenant: TenantId) -> Option<DocumentId> {
+        let q = self.waiting.get_mut(&tenant)?;
+        let id = q.pop_front();
+        if q.is_empty() {
+            self.waiting.remove(&tenant);
+        }
+        id
+    }
+
+    /// Back of the ring if the tenant still has work.
+    fn requeue(&mut self, tenant: TenantId) {
+        if (self.active.contains_key(&tenant) || self.waiting.contains_key(&tenant))
+            && !self.ring.contains(&tenant)
+        {
+            self.ring.push_back(tenant);
+        }
+    }
+}
+
 fn check_source(name: &str) -> Result<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 500 || name.chars().any(char::is_control) {

@@ -560,3 +560,133 @@ async fn changing_the_embedding_model_re_embeds_every_chunk() {
         assert!(!stale, "the start-up re-embedding did not run");
     }
 }
+
+/// An embedder taking 10 ms per batch, like a real one on a busy machine.
+struct SlowEmbedder;
+
+#[async_trait]
+impl EmbeddingModel for SlowEmbedder {
+    fn name(&self) -> &str {
+        HashEmbedder.name()
+    }
+    fn dimensions(&self) -> usize {
+        HashEmbedder.dimensions()
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        HashEmbedder.embed(texts).await
+    }
+}
+
+/// A tenant's large document does not hold the ingestion: another tenant's one-passage
+/// document is ready while it is still being embedded.
+#[tokio::test]
+async fn a_small_document_passes_another_tenants_large_one() {
+    for w in worlds_with(Arc::new(SlowEmbedder)).await {
+        let big: String = (0..3_000)
+            .map(|i| format!("## Part {i}\n\nParagraph {i} of a very long training guide.\n\n"))
+            .collect();
+        let c = w.collection("Library").await;
+        let (large, _) = w
+            .knowledge
+            .upload(
+                &w.coach,
+                c,
+                "big.md",
+                None,
+                big.into_bytes(),
+                serde_json::Map::new(),
+            )
+            .await
+            .expect("upload");
+        assert!(large.chunks_total == 0 || large.chunks_total > 1000);
+
+        let (other, people) = tenant(&w.store, "small").await;
+        let c2 = w
+            .knowledge
+            .create_collection(&people[1], "Notes", "", None)
+            .await
+            .expect("collection")
+            .id;
+        let (small, _) = w
+            .knowledge
+            .upload(
+                &people[1],
+                c2,
+                "one.md",
+                None,
+                b"One short note about recovery.".to_vec(),
+                serde_json::Map::new(),
+            )
+            .await
+            .expect("upload");
+        assert!(
+            w.knowledge.wait_idle(other, Duration::from_secs(10)).await,
+            "the small document waited"
+        );
+        let small = w
+            .store
+            .get_document(other, small.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(small.status, DocumentStatus::Ready);
+        let large = w
+            .store
+            .get_document(w.tenant, large.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(large.status, DocumentStatus::Processing, "still under way");
+        assert!(large.chunks_done < large.chunks_total, "{large:?}");
+        assert!(
+            w.knowledge
+                .wait_idle(w.tenant, Duration::from_secs(60))
+                .await,
+            "the large one finishes too"
+        );
+    }
+}
+
+/// Per-tenant limits: a document of too many passages, or one that would take the tenant
+/// past its total, is refused with 413 and the figures.
+#[tokio::test]
+async fn passage_limits_refuse_with_the_figures() {
+    for w in worlds().await {
+        let knowledge = w.knowledge.clone().limits(coachlibre_knowledge::Limits {
+            document_passages: 5,
+            tenant_passages: 8,
+        });
+        let c = w.collection("Limited").await;
+        let text = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|i| format!("## Part {i}\n\nParagraph {i}.\n\n"))
+                .collect::<String>()
+                .into_bytes()
+        };
+        let upload = |name: &'static str, bytes: Vec<u8>| {
+            let k = knowledge.clone();
+            let coach = w.coach.clone();
+            async move {
+                k.upload(&coach, c, name, None, bytes, serde_json::Map::new())
+                    .await
+            }
+        };
+        match upload("six.md", text(6)).await {
+            Err(Error::TooLarge(m)) => assert!(m.contains("6 passages"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        upload("five.md", text(5)).await.expect("at the limit");
+        assert!(
+            w.knowledge
+                .wait_idle(w.tenant, Duration::from_secs(10))
+                .await
+        );
+        match upload("four.md", text(4)).await {
+            Err(Error::TooLarge(m)) => assert!(m.contains("9 passages"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // A new version replaces its passages: five becoming three fits.
+        upload("five.md", text(3)).await.expect("a smaller version");
+    }
+}

@@ -200,12 +200,36 @@ impl JobsConfig {
 }
 
 /// Knowledge base settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KnowledgeConfig {
     /// Let coaches import URLs on loopback and private networks (off: the server would
     /// otherwise fetch internal services for them).
     pub allow_private_urls: bool,
+    /// Passages one document may make (a larger upload gets 413).
+    pub max_document_passages: usize,
+    /// Passages one tenant may hold in all.
+    pub max_tenant_passages: u64,
+}
+
+impl Default for KnowledgeConfig {
+    fn default() -> Self {
+        let d = coachlibre_knowledge::Limits::default();
+        Self {
+            allow_private_urls: false,
+            max_document_passages: d.document_passages,
+            max_tenant_passages: d.tenant_passages,
+        }
+    }
+}
+
+impl KnowledgeConfig {
+    pub fn limits(&self) -> coachlibre_knowledge::Limits {
+        coachlibre_knowledge::Limits {
+            document_passages: self.max_document_passages,
+            tenant_passages: self.max_tenant_passages,
+        }
+    }
 }
 
 /// Agent runtime settings.

@@ -354,7 +354,8 @@ pub fn build_state(
 ) -> anyhow::Result<AppState> {
     let policy = config.auth_policy();
     let knowledge = Knowledge::new(store.clone(), models.embedder())
-        .allow_private_urls(config.knowledge.allow_private_urls);
+        .allow_private_urls(config.knowledge.allow_private_urls)
+        .limits(config.knowledge.limits());
     let runtime = agent_runtime(
         &config,
         store.clone(),

@@ -449,6 +449,17 @@ impl KnowledgeStore for SqlStore {
         })
     }
 
+    async fn count_chunks(&self, tenant: TenantId) -> StoreResult<u64> {
+        on_pool!(self, p => {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE tenant_id = $1")
+                .bind(tenant.as_uuid())
+                .fetch_one(p)
+                .await
+                .map_err(db_err)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
     async fn count_chunks_not_embedded_by(
         &self,
         tenant: TenantId,
