@@ -694,3 +694,105 @@ async fn hostile_documents_get_an_error_and_the_server_keeps_serving() {
     assert_eq!(ready.status(), 200);
     terminate(child);
 }
+
+/// Nothing acknowledged is lost when the server is killed (SIGKILL) under a write load
+/// through the HTTP API: every collection and job the server answered 201 for is there after
+/// a restart, on SQLite and PostgreSQL.
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill_under_load() {
+    let env = [
+        ("COACHLIBRE_ADMIN_PASSWORD", "a chosen password"),
+        ("COACHLIBRE_RATE_LIMIT__ENABLED", "false"),
+        ("COACHLIBRE_JOBS__RUN_IN_SERVE", "false"),
+    ];
+    for db in TestDb::all().await.expect("db") {
+        let (mut child, addr, _) = serve(&db, &env);
+        let client = reqwest::Client::new();
+        let login: serde_json::Value = client
+            .post(format!("http://{addr}/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        let token = login["access_token"].as_str().expect("token").to_owned();
+
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+        let mut writers = Vec::new();
+        for w in 0..8 {
+            let (client, addr, token, acked) =
+                (client.clone(), addr.clone(), token.clone(), acked.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let (path, body) = if i % 2 == 0 {
+                        (
+                            "collections",
+                            serde_json::json!({"name": format!("c{w}-{i}")}),
+                        )
+                    } else {
+                        ("jobs", serde_json::json!({"kind": "system.probe"}))
+                    };
+                    let Ok(res) = client
+                        .post(format!("http://{addr}/api/v1/{path}"))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if res.status() != 201 {
+                        continue;
+                    }
+                    let Ok(v) = res.json::<serde_json::Value>().await else {
+                        return;
+                    };
+                    let id = v["id"].as_str().expect("id").to_owned();
+                    acked.lock().expect("lock").push((path.to_owned(), id));
+                }
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        for w in writers {
+            let _ = w.await;
+        }
+        let acked = acked.lock().expect("lock").clone();
+        assert!(acked.len() > 50, "{}: only {} writes", db.url, acked.len());
+
+        let (child, addr, _) = serve(&db, &env);
+        let login: serde_json::Value = client
+            .post(format!("http://{addr}/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
+            .send()
+            .await
+            .expect("login")
+            .json()
+            .await
+            .expect("json");
+        let token = login["access_token"].as_str().expect("token").to_owned();
+        let mut lost = Vec::new();
+        for (path, id) in &acked {
+            let res = client
+                .get(format!("http://{addr}/api/v1/{path}/{id}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("get");
+            if res.status() != 200 {
+                lost.push((path, id, res.status()));
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "lost {} of {}: {lost:?}",
+            lost.len(),
+            acked.len()
+        );
+        eprintln!("{} acknowledged writes, none lost", acked.len());
+        terminate(child);
+    }
+}
