@@ -46,6 +46,7 @@ impl std::fmt::Debug for Coaching {
 #[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationUpdate {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
     pub archived: Option<bool>,
 }

@@ -53,8 +53,8 @@ pub struct AuditEntry {
     pub target: Option<String>,
     /// Client IP address, when the action came over HTTP.
     pub ip: Option<String>,
-    /// Action-specific details (never secrets).
-    #[schema(value_type = Object)]
+    /// Action-specific details (never secrets); `null` when the action has none.
+    #[schema(value_type = Option<Object>)]
     pub detail: serde_json::Value,
     pub created_at: chrono::DateTime<chrono::Utc>,
 }

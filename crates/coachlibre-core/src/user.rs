@@ -110,10 +110,10 @@ impl Password {
                 format!("must be at least {MIN_PASSWORD_LEN} characters"),
             ));
         }
-        if s.len() > MAX_PASSWORD_LEN {
+        if n > MAX_PASSWORD_LEN {
             return Err(Error::invalid(
                 "password",
-                format!("must be at most {MAX_PASSWORD_LEN} bytes"),
+                format!("must be at most {MAX_PASSWORD_LEN} characters"),
             ));
         }
         Ok(Self(s.to_owned()))

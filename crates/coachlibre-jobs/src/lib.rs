@@ -184,6 +184,7 @@ pub enum JobEventKind {
 /// A schedule to create.
 #[derive(Debug, Clone, serde::Deserialize, ToSchema)]
 pub struct ScheduleInput {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     /// Five fields: minute hour day-of-month month day-of-week, e.g. `0 9 * * mon-fri`.
     pub cron: String,

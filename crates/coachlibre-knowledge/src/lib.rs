@@ -57,12 +57,14 @@ const NO_EMBEDDINGS: &str = "none";
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
+    #[schema(min_length = 1, max_length = 2000, pattern = "\\S")]
     pub query: String,
     /// Only these collections (default: every collection the caller may read).
     #[serde(default)]
     pub collection_ids: Option<Vec<CollectionId>>,
     /// At most this many results (default 10, at most 50).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 50)]
     pub limit: Option<usize>,
     /// Only documents whose metadata has these values.
     #[serde(default)]

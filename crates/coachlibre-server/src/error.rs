@@ -109,7 +109,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code.to_owned(),
-                message: self.message,
+                message: printable(&self.message),
             },
         };
         let mut resp = (self.status, Json(body)).into_response();
@@ -173,3 +173,21 @@ pub async fn json_error_bodies(resp: Response) -> Response {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// `message` with its control characters (echoed from input, in a field name or a parser's
+/// message) written as escapes, so that no answer carries them into a log or a terminal.
+fn printable(message: &str) -> String {
+    if coachlibre_core::text::control_char(message).is_none() {
+        return message.to_owned();
+    }
+    message
+        .chars()
+        .map(|c| {
+            if coachlibre_core::text::is_forbidden(c) {
+                format!("\\u{{{:04x}}}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

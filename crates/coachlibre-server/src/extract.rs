@@ -46,6 +46,17 @@ where
             })?;
         let value = match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => v,
+            // `1.0` is an integer in JSON (and to JSON Schema): read it as one.
+            Err(rej @ JsonRejection::JsonDataError(_)) => {
+                match serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|mut doc| integral_floats_as_integers(&mut doc).then_some(doc))
+                    .and_then(|doc| serde_json::from_value::<T>(doc).ok())
+                {
+                    Some(v) => v,
+                    None => return Err(json_rejection(&rej)),
+                }
+            }
             Err(rej) => return Err(json_rejection(&rej)),
         };
         if may_hold_control_chars(&bytes)
@@ -56,6 +67,33 @@ where
         }
         Ok(Self(value))
     }
+}
+
+/// Turn every number written with a fraction of zero (`1.0`, `2e3`) into an integer; whether
+/// any was.
+fn integral_floats_as_integers(doc: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    let mut changed = false;
+    let mut stack = vec![doc];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) if n.is_f64() => {
+                if let Some(f) = n.as_f64()
+                    && f.fract() == 0.0
+                    && f.abs() < 9.0e15
+                {
+                    // Exact below 2^53.
+                    let i = f as i64;
+                    *v = Value::from(i);
+                    changed = true;
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(fields) => stack.extend(fields.values_mut()),
+            _ => {}
+        }
+    }
+    changed
 }
 
 /// `application/json`, or a `+json` type.

@@ -14,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 pub mod models;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod web;
@@ -95,7 +96,7 @@ impl Modify for BearerAuth {
 }
 
 /// Every route and the OpenAPI document describing them.
-pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+pub fn router(state: AppState) -> (Router, serde_json::Value) {
     use routes::{
         agents, analysis, api_keys, approvals, audit, auth, clients, conversations, health, jobs,
         knowledge, me, openai, skills, sms, users, workflows,
@@ -214,8 +215,11 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(api)
         .merge(ops)
         .split_for_parts();
+    let openapi = openapi::complete(&openapi);
     let router = router
-        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", openapi.clone()))
+        .merge(
+            SwaggerUi::new("/docs").external_url_unchecked("/api/v1/openapi.json", openapi.clone()),
+        )
         .merge(web)
         .fallback(web::fallback)
         .with_state(state);

@@ -36,8 +36,10 @@ pub async fn list_api_keys(
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// What the key is for, e.g. "Zapier".
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     /// `read`, `write`, `admin` (admin keys only for admins).
+    #[schema(min_items = 1)]
     pub scopes: Vec<Scope>,
     /// Owner of the key; default the caller (another user: admins only).
     #[serde(default)]

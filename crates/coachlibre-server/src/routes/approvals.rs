@@ -105,6 +105,7 @@ pub async fn mark_read(
 #[serde(deny_unknown_fields)]
 pub struct Retention {
     /// Days after their last update that memories are deleted; null keeps them forever.
+    #[schema(minimum = 1, maximum = 36500)]
     pub days: Option<u32>,
 }
 

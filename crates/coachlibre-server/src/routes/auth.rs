@@ -14,10 +14,12 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     pub password: String,
     /// Tenant slug; needed only when the email has accounts in several tenants.
     #[serde(default)]
+    #[schema(pattern = "^([A-Za-z0-9][A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")]
     pub tenant: Option<String>,
     /// Six-digit code from the authenticator app, when two-factor is enabled.
     #[serde(default)]

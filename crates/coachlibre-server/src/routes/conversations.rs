@@ -28,6 +28,7 @@ pub struct CreateConversation {
     /// Default `web`.
     #[serde(default)]
     pub channel: Option<Channel>,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub title: Option<String>,
 }
 

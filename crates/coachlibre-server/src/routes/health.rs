@@ -46,7 +46,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
 /// Prometheus metrics (text exposition format): with `http.metrics_token` set, for requests
 /// bearing it; otherwise for the machine itself (loopback) only.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    security(("bearer" = [])),
+    security(("bearer" = []), ()),
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, description = "Missing or wrong token", body = ErrorBody),

@@ -26,6 +26,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct JobQuery {
     /// queued, running, succeeded, failed or cancelled.
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// Only this kind, e.g. `reminder.deliver`.
     pub kind: Option<String>,
@@ -39,6 +40,7 @@ pub struct JobQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitJob {
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,100}$")]
     pub kind: String,
     #[serde(default)]
     pub payload: serde_json::Value,
@@ -48,6 +50,7 @@ pub struct SubmitJob {
     /// When it becomes due (default now).
     pub run_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Default 5.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// A second submission with the same key returns the first job (200 instead of 201).
     pub idempotency_key: Option<String>,

@@ -19,8 +19,10 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCollection {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     pub description: String,
     /// Admins only: the coach who owns it (default: shared by the practice).
     pub owner_id: Option<UserId>,
@@ -30,7 +32,9 @@ pub struct CreateCollection {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCollection {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     pub name: Option<String>,
+    #[schema(max_length = 2000)]
     pub description: Option<String>,
 }
 
@@ -128,6 +132,16 @@ pub struct UploadReply {
     pub outcome: &'static str,
 }
 
+/// The fields of an upload.
+#[derive(Debug, ToSchema)]
+pub struct UploadForm {
+    /// The document: text, Markdown, HTML or PDF, up to 20 MiB.
+    #[schema(value_type = String, format = Binary)]
+    pub file: Vec<u8>,
+    /// A JSON object of metadata to filter searches by.
+    pub metadata: Option<String>,
+}
+
 fn reply(document: Document, outcome: Upload) -> (StatusCode, Json<UploadReply>) {
     let (status, outcome) = match outcome {
         Upload::Created => (StatusCode::CREATED, "created"),
@@ -142,7 +156,7 @@ fn reply(document: Document, outcome: Upload) -> (StatusCode, Json<UploadReply>)
 /// `GET /api/v1/documents/{id}` until `status` is `ready`.
 #[utoipa::path(post, path = "/api/v1/collections/{id}/documents", tag = "knowledge",
     params(("id" = CollectionId, Path, description = "Collection id")), security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", content = String,
+    request_body(content_type = "multipart/form-data", content = UploadForm,
         description = "Fields `file` (the document) and `metadata` (optional JSON object)"),
     responses(
         (status = 201, description = "Stored; ingestion queued", body = UploadReply),

@@ -18,8 +18,10 @@ use crate::state::AppState;
 
 /// A user's phone number.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Phone {
     /// E.164 (`+33612345678`); `null` when the user has none (or to remove it).
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     pub phone: Option<String>,
 }
 
@@ -71,6 +73,7 @@ pub async fn put_phone(
 #[serde(deny_unknown_fields)]
 pub struct NewNumber {
     /// The number, E.164 (`+33612345678`), as bought from the gateway.
+    #[schema(pattern = "^\\+[1-9][0-9]{7,14}$")]
     pub number: String,
     /// The agent that answers texts to it (and whose texts leave from it).
     pub agent_id: AgentId,
@@ -145,6 +148,10 @@ pub async fn twilio_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
+    // Unsigned requests are refused before anything else is said.
+    if !headers.contains_key("x-twilio-signature") {
+        return Err(Error::Forbidden("the X-Twilio-Signature header is missing".into()).into());
+    }
     let Some(token) = &state.config.sms.auth_token else {
         return Err(Error::not_found("SMS gateway").into());
     };

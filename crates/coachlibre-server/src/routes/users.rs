@@ -52,11 +52,18 @@ pub async fn list_users(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$"
+    )]
     pub display_name: String,
     pub role: Role,
     /// Initial password (10+ characters); when absent one is generated and returned once.
     #[serde(default)]
+    #[schema(min_length = 10, max_length = 256)]
     pub password: Option<String>,
 }
 

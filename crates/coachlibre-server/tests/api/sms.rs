@@ -419,6 +419,7 @@ async fn without_a_gateway_the_webhook_is_not_there() {
         let r = app
             .client
             .post(app.url("/api/v1/hooks/sms/twilio"))
+            .header("x-twilio-signature", "anything")
             .form(&[("From", CLIENT_PHONE)])
             .send()
             .await
@@ -426,6 +427,15 @@ async fn without_a_gateway_the_webhook_is_not_there() {
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         let body: serde_json::Value = r.json().await.unwrap_or_default();
         assert_eq!(body["error"]["code"], "not_found");
+        // Unsigned, it is refused before anything is said.
+        let r = app
+            .client
+            .post(app.url("/api/v1/hooks/sms/twilio"))
+            .form(&[("From", CLIENT_PHONE)])
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
         app.stop().await;
     }
 }
