@@ -556,16 +556,7 @@ async fn models_list_shows_what_uses_each_model() {
     // An agent on the embedded model is counted.
     let (child, addr, _) = serve(&db, &[("COACHLIBRE_ADMIN_PASSWORD", "a chosen password")]);
     let client = reqwest::Client::new();
-    let login: serde_json::Value = client
-        .post(format!("http://{addr}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["access_token"].as_str().expect("token");
+    let token = &admin_token(&addr).await;
     let created = client
         .post(format!("http://{addr}/api/v1/agents"))
         .bearer_auth(token)
@@ -615,6 +606,20 @@ fn workflows_are_saved_and_run_from_the_command_line() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not found"));
 }
 
+/// Sign in as the admin whose password is "a chosen password"; the access token.
+async fn admin_token(addr: &str) -> String {
+    let login: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{addr}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    login["access_token"].as_str().expect("token").to_owned()
+}
+
 /// Upload `bytes` as `name` to a new collection; the status and the body.
 async fn upload(addr: &str, token: &str, name: &str, bytes: Vec<u8>) -> (u16, serde_json::Value) {
     let client = reqwest::Client::new();
@@ -653,16 +658,7 @@ async fn upload(addr: &str, token: &str, name: &str, bytes: Vec<u8>) -> (u16, se
 async fn hostile_documents_get_an_error_and_the_server_keeps_serving() {
     let db = TestDb::sqlite().expect("db");
     let (child, addr, _) = serve(&db, &[("COACHLIBRE_ADMIN_PASSWORD", "a chosen password")]);
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("http://{addr}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
-    let token = login["access_token"].as_str().expect("token");
+    let token = &admin_token(&addr).await;
 
     let html = format!(
         "<html><body>{}x{}</body></html>",
@@ -708,16 +704,7 @@ async fn acknowledged_writes_survive_sigkill_under_load() {
     for db in TestDb::all().await.expect("db") {
         let (mut child, addr, _) = serve(&db, &env);
         let client = reqwest::Client::new();
-        let login: serde_json::Value = client
-            .post(format!("http://{addr}/api/v1/auth/login"))
-            .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("json");
-        let token = login["access_token"].as_str().expect("token").to_owned();
+        let token = admin_token(&addr).await;
 
         let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
         let mut writers = Vec::new();
@@ -764,16 +751,7 @@ async fn acknowledged_writes_survive_sigkill_under_load() {
         assert!(acked.len() > 50, "{}: only {} writes", db.url, acked.len());
 
         let (child, addr, _) = serve(&db, &env);
-        let login: serde_json::Value = client
-            .post(format!("http://{addr}/api/v1/auth/login"))
-            .json(&serde_json::json!({"email": "admin@localhost", "password": "a chosen password"}))
-            .send()
-            .await
-            .expect("login")
-            .json()
-            .await
-            .expect("json");
-        let token = login["access_token"].as_str().expect("token").to_owned();
+        let token = admin_token(&addr).await;
         let mut lost = Vec::new();
         for (path, id) in &acked {
             let res = client
