@@ -59,9 +59,9 @@ where
             }
             Err(rej) => return Err(json_rejection(&rej)),
         };
-        if may_hold_control_chars(&bytes)
+        if coachlibre_core::text::json_may_hold_control_chars(&bytes)
             && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(&bytes)
-            && let Some((path, c)) = control_char_in(&doc)
+            && let Some((path, c)) = coachlibre_core::text::control_char_in_json(&doc)
         {
             return Err(control_char_error(&path, c));
         }
@@ -112,68 +112,6 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
-}
-
-/// Whether a JSON text may hold a string with a control character that cannot be stored (see
-/// `coachlibre_core::text`): an escape `\u00XX` of one, or a raw DEL or C1 control (raw C0
-/// controls are not valid JSON). One pass over the bytes; only then is the document walked.
-fn may_hold_control_chars(bytes: &[u8]) -> bool {
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => {
-                if bytes.get(i + 1) == Some(&b'u')
-                    && let Some(hex) = bytes.get(i + 2..i + 6)
-                    && let Ok(hex) = std::str::from_utf8(hex)
-                    && let Ok(code) = u32::from_str_radix(hex, 16)
-                    && char::from_u32(code).is_some_and(coachlibre_core::text::is_forbidden)
-                {
-                    return true;
-                }
-                i += 2;
-            }
-            0x7f => return true,
-            0xc2 if bytes.get(i + 1).is_some_and(|b| (0x80..=0x9f).contains(b)) => return true,
-            _ => i += 1,
-        }
-    }
-    false
-}
-
-/// The path (`persona`, `steps[2].name`) and the character of the first string, key or value,
-/// holding a control character that cannot be stored.
-pub(crate) fn control_char_in(doc: &serde_json::Value) -> Option<(String, char)> {
-    use serde_json::Value;
-    let mut stack = vec![(String::new(), doc)];
-    while let Some((path, v)) = stack.pop() {
-        match v {
-            Value::String(s) => {
-                if let Some(c) = coachlibre_core::text::control_char(s) {
-                    return Some((path, c));
-                }
-            }
-            Value::Array(items) => {
-                for (i, item) in items.iter().enumerate().rev() {
-                    stack.push((format!("{path}[{i}]"), item));
-                }
-            }
-            Value::Object(fields) => {
-                for (k, item) in fields {
-                    let here = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    if let Some(c) = coachlibre_core::text::control_char(k) {
-                        return Some((here, c));
-                    }
-                    stack.push((here, item));
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// 422 `invalid_input` for a control character in `field`.

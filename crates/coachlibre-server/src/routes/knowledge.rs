@@ -202,7 +202,7 @@ pub async fn upload_document(
                 metadata = serde_json::from_str(&text)
                     .map_err(|_| Error::invalid("metadata", "must be a JSON object"))?;
                 let doc = serde_json::Value::Object(metadata.clone());
-                if let Some((path, c)) = crate::extract::control_char_in(&doc) {
+                if let Some((path, c)) = coachlibre_core::text::control_char_in_json(&doc) {
                     return Err(crate::extract::control_char_error(
                         &format!("metadata.{path}"),
                         c,
