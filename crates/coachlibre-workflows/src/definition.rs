@@ -161,7 +161,11 @@ impl Workflow {
             }
         }
         for s in &self.steps {
+            let mut seen = BTreeSet::new();
             for n in &s.needs {
+                if !seen.insert(n.as_str()) {
+                    return bad(format!("step '{}' needs '{n}' twice", s.id));
+                }
                 if !ids.contains(n.as_str()) {
                     return bad(format!("step '{}' needs '{n}', which does not exist", s.id));
                 }
@@ -296,6 +300,10 @@ mod tests {
         let dup = json!({"name": "d", "steps": [
             {"id": "a", "kind": "transform", "value": 1}, {"id": "a", "kind": "transform", "value": 2}]});
         assert!(Workflow::parse(&dup).is_err());
+        let twice = json!({"name": "t", "steps": [
+            {"id": "a", "kind": "transform", "value": 1},
+            {"id": "b", "kind": "transform", "value": 2, "needs": ["a", "a"]}]});
+        assert!(Workflow::parse(&twice).unwrap_err().0.contains("twice"));
         assert!(
             Workflow::parse(&json!({"name": "x", "steps": [{"id": "a", "kind": "fly"}]})).is_err()
         );
