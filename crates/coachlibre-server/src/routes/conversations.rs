@@ -160,6 +160,8 @@ pub async fn list_messages(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
+    /// Its text (surrounding spaces are dropped; some text must remain).
+    #[schema(min_length = 1, max_length = 16_000, pattern = "\\S")]
     pub content: String,
 }
 
