@@ -392,13 +392,13 @@ fn render(root: ElementRef<'_>) -> String {
 /// reported as a corrupt file.
 fn pdf_to_text(bytes: &[u8]) -> Result<String, ExtractError> {
     let encrypted = bytes.windows(8).any(|w| w == b"/Encrypt");
-    let result = std::panic::catch_unwind(|| pdf_extract::extract_text_from_mem(bytes));
+    let result = std::panic::catch_unwind(|| pdf_text(bytes));
     match result {
         Ok(Ok(text)) => Ok(pdf_paragraphs(&text)),
         _ if encrypted => Err(ExtractError::Encrypted),
-        Ok(Err(e)) => Err(ExtractError::Corrupt {
+        Ok(Err(reason)) => Err(ExtractError::Corrupt {
             format: "PDF",
-            reason: e.to_string(),
+            reason,
         }),
         Err(_) => Err(ExtractError::Corrupt {
             format: "PDF",
@@ -409,6 +409,50 @@ fn pdf_to_text(bytes: &[u8]) -> Result<String, ExtractError> {
 
 /// `pdf-extract` puts a line break at each line of the page: rejoin lines into paragraphs
 /// (a blank line or a page break ends one), undoing end-of-line hyphenation.
+/// What `pdf_extract::extract_text_from_mem` does, with the page tree checked first: the
+/// reader looks up a page's inherited attributes through its `/Parent` links without
+/// remembering where it has been, so a page that is its own ancestor recurses until the stack
+/// overflows (found by fuzzing).
+fn pdf_text(bytes: &[u8]) -> Result<String, String> {
+    let mut doc = pdf_extract::Document::load_mem(bytes).map_err(|e| e.to_string())?;
+    if doc.is_encrypted() {
+        // Files locked with an empty user password open as they are.
+        doc.decrypt("").map_err(|e| e.to_string())?;
+    }
+    for page in doc.get_pages().into_values() {
+        page_ancestry_ends(&doc, page)?;
+    }
+    let mut text = String::new();
+    pdf_extract::output_doc(&doc, &mut pdf_extract::PlainTextOutput::new(&mut text))
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
+/// Deepest page tree accepted (real files have a handful of levels).
+const MAX_PAGE_TREE_DEPTH: usize = 256;
+
+/// Whether the `/Parent` links from `page` reach the root without a loop.
+fn page_ancestry_ends(
+    doc: &pdf_extract::Document,
+    page: pdf_extract::ObjectId,
+) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::from([page]);
+    let mut node = doc.get_dictionary(page).ok();
+    while let Some(dict) = node {
+        let Ok(parent) = dict
+            .get(b"Parent")
+            .and_then(pdf_extract::Object::as_reference)
+        else {
+            return Ok(());
+        };
+        if !seen.insert(parent) || seen.len() > MAX_PAGE_TREE_DEPTH {
+            return Err("its page tree loops back on itself".into());
+        }
+        node = doc.get_dictionary(parent).ok();
+    }
+    Ok(())
+}
+
 fn pdf_paragraphs(text: &str) -> String {
     let text = text.replace('\u{c}', "\n\n");
     let mut out = String::with_capacity(text.len());
@@ -533,6 +577,26 @@ mod tests {
             Format::Pdf,
         );
         assert_eq!(err, Err(ExtractError::Encrypted));
+    }
+
+    #[test]
+    fn a_page_that_is_its_own_parent_is_refused_not_recursed() {
+        let good = coachlibre_testkit::fixtures::pdf(&["Semaine 13"]);
+        let text = String::from_utf8(good).unwrap();
+        assert!(text.contains("/Parent 2 0 R"));
+        // Same length: the cross-reference offsets stay right.
+        let looped = text.replace("/Parent 2 0 R", "/Parent 3 0 R");
+        match extract(looped.as_bytes(), Format::Pdf) {
+            Err(ExtractError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("loops"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            extract(text.as_bytes(), Format::Pdf)
+                .unwrap()
+                .contains("Semaine 13")
+        );
     }
 
     #[test]
