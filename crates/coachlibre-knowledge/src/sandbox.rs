@@ -68,9 +68,21 @@ pub async fn read(bytes: Vec<u8>, format: Format) -> Result<String, ExtractError
 }
 
 async fn in_process(bytes: Vec<u8>, format: Format) -> Result<String, ExtractError> {
-    tokio::task::spawn_blocking(move || extract::extract(&bytes, format))
+    tokio::task::spawn_blocking(move || read_here(bytes, format))
         .await
         .unwrap_or_else(|_| Err(corrupt(format, "its structure is invalid")))
+}
+
+/// What a reading child does, in this process: [`extract::extract`] on a thread with the
+/// child's deep stack, a panic becoming an error.
+pub fn read_here(bytes: Vec<u8>, format: Format) -> Result<String, ExtractError> {
+    std::thread::Builder::new()
+        .name("file-reader".into())
+        .stack_size(CHILD_STACK)
+        .spawn(move || extract::extract(&bytes, format))
+        .map_err(|_| ())
+        .and_then(|t| t.join().map_err(|_| ()))
+        .unwrap_or_else(|()| Err(corrupt(format, "its structure is invalid")))
 }
 
 fn corrupt(format: Format, reason: &str) -> ExtractError {
@@ -140,12 +152,7 @@ pub fn child_main() -> Option<std::process::ExitCode> {
     if std::io::stdin().take(take).read_to_end(&mut bytes).is_err() {
         return Some(std::process::ExitCode::FAILURE);
     }
-    let result = std::thread::Builder::new()
-        .stack_size(CHILD_STACK)
-        .spawn(move || extract::extract(&bytes, format))
-        .map_err(|_| ())
-        .and_then(|t| t.join().map_err(|_| ()))
-        .unwrap_or_else(|()| Err(corrupt(format, "its structure is invalid")));
+    let result = read_here(bytes, format);
     let mut out = std::io::stdout().lock();
     match out.write_all(&encode(&result)).and_then(|()| out.flush()) {
         Ok(()) => Some(std::process::ExitCode::SUCCESS),
@@ -164,8 +171,8 @@ fn limit_self() {
     let _ = std::fs::write("/proc/self/oom_score_adj", "1000");
 }
 
-/// The child's answer: a tag line, then the text or the error's details.
-fn encode(result: &Result<String, ExtractError>) -> Vec<u8> {
+/// The child's answer on the wire: a tag line, then the text or the error's details.
+pub fn encode(result: &Result<String, ExtractError>) -> Vec<u8> {
     let (tag, body) = match result {
         Ok(text) => ("ok", text.clone()),
         Err(ExtractError::Empty) => ("empty", String::new()),
@@ -179,7 +186,8 @@ fn encode(result: &Result<String, ExtractError>) -> Vec<u8> {
     format!("{tag}\n{body}").into_bytes()
 }
 
-fn decode(out: &[u8]) -> Option<Result<String, ExtractError>> {
+/// A child's answer read back; `None` when it is not one (a reader that died half-way).
+pub fn decode(out: &[u8]) -> Option<Result<String, ExtractError>> {
     let out = std::str::from_utf8(out).ok()?;
     let (tag, body) = out.split_once('\n')?;
     let number = |s: &str| s.trim().parse::<usize>().ok();
