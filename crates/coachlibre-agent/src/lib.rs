@@ -7,6 +7,7 @@ pub mod prompt;
 pub mod runtime;
 pub mod service;
 pub mod tools;
+pub mod when;
 
 pub use runtime::{Runtime, TurnEvent, TurnFinish, TurnRequest};
 pub use service::Coaching;

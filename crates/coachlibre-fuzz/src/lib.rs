@@ -7,8 +7,8 @@
 //!
 //! A parser here is code of ours or a library we feed untrusted bytes: uploaded documents
 //! (HTML, PDF, text and Markdown), a file reader's answer across the sandbox pipe, JSON bodies
-//! checked for control characters, workflow definitions, skill definitions (TOML) and the JSON
-//! schemas of skill inputs.
+//! checked for control characters, workflow definitions, skill definitions (TOML), the JSON
+//! schemas of skill inputs and the dates and times clients write.
 
 use coachlibre_knowledge::extract::{self, ExtractError, Format};
 use serde_json::Value;
@@ -26,6 +26,7 @@ pub const TARGETS: &[Target] = &[
     ("workflow", workflow),
     ("skill", skill),
     ("schema", schema),
+    ("when", when),
 ];
 
 /// The property of the target called `name`.
@@ -168,5 +169,25 @@ pub fn schema(data: &[u8]) {
     };
     if let Err(problems) = coachlibre_core::schema::validate(&schema, &value) {
         assert!(problems.iter().all(|p| !p.is_empty()));
+    }
+}
+
+/// A client's words read for a date or time ("demain à 8h"): a moment or nothing, and any
+/// moment has an instant in any zone, clock changes included.
+pub fn when(data: &[u8]) {
+    use coachlibre_agent::when::parse;
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let now = chrono::DateTime::from_timestamp(1_790_000_000, 0).unwrap_or_default();
+    let eight = chrono::NaiveTime::from_hms_opt(8, 0, 0).unwrap_or_default();
+    for tz in [
+        chrono_tz::Europe::Paris,
+        chrono_tz::America::New_York,
+        chrono_tz::Pacific::Chatham,
+    ] {
+        if let Some(m) = parse(text, now, tz) {
+            let _ = m.instant(tz, eight);
+        }
     }
 }
