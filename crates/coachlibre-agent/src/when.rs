@@ -142,11 +142,8 @@ fn day(words: &[String], today: NaiveDate) -> Option<NaiveDate> {
     }
     for (i, w) in words.iter().enumerate() {
         match w.as_str() {
-            "today" | "tonight" | "aujourd'hui" | "ce"
-                if w != "ce" || words.get(i + 1).is_some_and(|n| n == "soir") =>
-            {
-                return Some(today);
-            }
+            "today" | "tonight" | "aujourd'hui" => return Some(today),
+            "ce" if words.get(i + 1).is_some_and(|n| n == "soir") => return Some(today),
             "tomorrow" | "demain" => return today.succ_opt(),
             _ => {}
         }
@@ -294,48 +291,31 @@ mod tests {
 
     #[test]
     fn english_and_french_days_and_times() {
-        assert_eq!(
-            moment("remind me tomorrow at 8"),
-            is("2026-12-06", Some("08:00"))
-        );
-        assert_eq!(
-            moment("rappelle-moi demain à 8h"),
-            is("2026-12-06", Some("08:00"))
-        );
-        assert_eq!(moment("demain à 8h30"), is("2026-12-06", Some("08:30")));
-        assert_eq!(moment("Demain matin 7:15"), is("2026-12-06", Some("07:15")));
-        assert_eq!(
-            moment("next Monday at 7pm"),
-            is("2026-12-07", Some("19:00"))
-        );
-        assert_eq!(
-            moment("lundi prochain à 7h du soir"),
-            is("2026-12-07", Some("19:00"))
-        );
-        assert_eq!(moment("on Saturday"), is("2026-12-12", None));
-        assert_eq!(
-            moment("marathon under 4 h on 12 April"),
-            is("2027-04-12", None)
-        );
-        assert_eq!(moment("le 12 avril 2027"), is("2027-04-12", None));
-        assert_eq!(
-            moment("marathon en moins de 4h le 12 avril"),
-            is("2027-04-12", None)
-        );
-        assert_eq!(moment("le 1er mai"), is("2027-05-01", None));
-        assert_eq!(
-            moment("December 24th at noon"),
-            is("2026-12-24", Some("12:00"))
-        );
-        assert_eq!(moment("le 24/12 à 20h"), is("2026-12-24", Some("20:00")));
-        assert_eq!(moment("2027-01-03"), is("2027-01-03", None));
-        assert_eq!(moment("après-demain"), is("2026-12-07", None));
-        assert_eq!(moment("ce soir à 9"), is("2026-12-05", Some("09:00")));
-        assert_eq!(moment("at 6pm"), is("2026-12-05", Some("18:00")));
-        assert_eq!(moment("à 9h"), is("2026-12-06", Some("09:00")));
-        assert_eq!(moment("in 2 hours"), is("2026-12-05", Some("16:00")));
-        assert_eq!(moment("dans 3 jours"), is("2026-12-08", None));
-        assert_eq!(moment("in a week at 8am"), is("2026-12-12", Some("08:00")));
+        for (text, date, time) in [
+            ("remind me tomorrow at 8", "2026-12-06", Some("08:00")),
+            ("rappelle-moi demain à 8h", "2026-12-06", Some("08:00")),
+            ("demain à 8h30", "2026-12-06", Some("08:30")),
+            ("Demain matin 7:15", "2026-12-06", Some("07:15")),
+            ("next Monday at 7pm", "2026-12-07", Some("19:00")),
+            ("lundi prochain à 7h du soir", "2026-12-07", Some("19:00")),
+            ("on Saturday", "2026-12-12", None),
+            ("marathon under 4 h on 12 April", "2027-04-12", None),
+            ("le 12 avril 2027", "2027-04-12", None),
+            ("marathon en moins de 4h le 12 avril", "2027-04-12", None),
+            ("le 1er mai", "2027-05-01", None),
+            ("December 24th at noon", "2026-12-24", Some("12:00")),
+            ("le 24/12 à 20h", "2026-12-24", Some("20:00")),
+            ("2027-01-03", "2027-01-03", None),
+            ("après-demain", "2026-12-07", None),
+            ("ce soir à 9", "2026-12-05", Some("09:00")),
+            ("at 6pm", "2026-12-05", Some("18:00")),
+            ("à 9h", "2026-12-06", Some("09:00")),
+            ("in 2 hours", "2026-12-05", Some("16:00")),
+            ("dans 3 jours", "2026-12-08", None),
+            ("in a week at 8am", "2026-12-12", Some("08:00")),
+        ] {
+            assert_eq!(moment(text), is(date, time), "{text}");
+        }
     }
 
     #[test]
